@@ -1,0 +1,191 @@
+//! Bearer JWT verification and minting (HS256).
+//!
+//! RFC 8725 rules: the algorithm is fixed by the configured key (never taken
+//! from the token alone; `none` is never accepted); `exp`, `sub`, `iss` and
+//! `aud` are required; `nbf` is checked; a small leeway absorbs clock skew.
+
+use super::{AuthFailure, Principal, PrincipalKind, roles_from};
+use crate::config::Secret;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    pub iss: String,
+    pub aud: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    admin_role: String,
+}
+
+impl JwtVerifier {
+    pub fn hs256(secret: &Secret, issuer: &str, audience: &str, leeway: Duration, admin_role: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        validation.leeway = leeway.as_secs();
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        Self {
+            key: DecodingKey::from_secret(secret.expose().as_bytes()),
+            validation,
+            admin_role: admin_role.to_string(),
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthFailure::Malformed);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sub.len() > 256 || claims.sub.starts_with("apikey:") {
+            return Err(AuthFailure::Malformed);
+        }
+        let roles = roles_from(&claims);
+        let is_admin = roles.contains(&self.admin_role);
+        Ok(Principal {
+            id: Arc::from(claims.sub),
+            kind: PrincipalKind::User,
+            roles,
+            is_admin,
+        })
+    }
+}
+
+fn classify(kind: &ErrorKind) -> AuthFailure {
+    match kind {
+        ErrorKind::InvalidSignature => AuthFailure::BadSignature,
+        ErrorKind::ExpiredSignature => AuthFailure::Expired,
+        ErrorKind::ImmatureSignature => AuthFailure::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthFailure::BadIssuer,
+        ErrorKind::InvalidAudience => AuthFailure::BadAudience,
+        // A token whose header asks for another algorithm than the key's
+        // (including `none`) cannot have been signed by that key.
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthFailure::BadSignature,
+        _ => AuthFailure::Malformed,
+    }
+}
+
+/// Mint an HS256 token (for `sessiongate token`, dev mode and tests).
+pub fn mint_token(
+    secret: &Secret,
+    issuer: &str,
+    audience: &str,
+    sub: &str,
+    roles: &[String],
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = Claims {
+        sub: sub.to_string(),
+        exp: now + ttl.as_secs(),
+        nbf: Some(now),
+        iat: Some(now),
+        iss: issuer.to_string(),
+        aud: serde_json::Value::String(audience.to_string()),
+        roles: (!roles.is_empty()).then(|| roles.to_vec()),
+        scope: None,
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose().as_bytes()),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new("0123456789abcdef0123456789abcdef")
+    }
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::hs256(&secret(), "iss", "aud", Duration::from_secs(0), "admin")
+    }
+
+    #[test]
+    fn accepts_a_minted_token_with_roles() {
+        let t = mint_token(
+            &secret(),
+            "iss",
+            "aud",
+            "alice",
+            &["admin".into()],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let p = verifier().verify(&t).unwrap();
+        assert_eq!(&*p.id, "alice");
+        assert!(p.is_admin);
+    }
+
+    #[test]
+    fn refuses_wrong_issuer_audience_and_key() {
+        let ttl = Duration::from_secs(60);
+        let t = mint_token(&secret(), "other", "aud", "a", &[], ttl).unwrap();
+        assert_eq!(verifier().verify(&t), Err(AuthFailure::BadIssuer));
+        let t = mint_token(&secret(), "iss", "other", "a", &[], ttl).unwrap();
+        assert_eq!(verifier().verify(&t), Err(AuthFailure::BadAudience));
+        let t = mint_token(
+            &Secret::new("another-secret-another-secret-xx"),
+            "iss",
+            "aud",
+            "a",
+            &[],
+            ttl,
+        )
+        .unwrap();
+        assert_eq!(verifier().verify(&t), Err(AuthFailure::BadSignature));
+        assert_eq!(verifier().verify("not.a.jwt"), Err(AuthFailure::Malformed));
+    }
+
+    #[test]
+    fn refuses_alg_none() {
+        use base64_like::encode;
+        let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let now = jsonwebtoken::get_current_timestamp();
+        let body = encode(format!(r#"{{"sub":"a","exp":{},"iss":"iss","aud":"aud"}}"#, now + 60).as_bytes());
+        let token = format!("{header}.{body}.");
+        assert!(verifier().verify(&token).is_err());
+    }
+
+    /// URL-safe base64 without padding, enough for building hostile tokens.
+    mod base64_like {
+        pub fn encode(bytes: &[u8]) -> String {
+            const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+                for i in 0..=chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+}

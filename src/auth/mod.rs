@@ -1,0 +1,139 @@
+//! Who is calling: bearer JWTs today (HS256), resolved into a `Principal` with
+//! roles. Every refusal is an `AuthFailure` with one fixed reason.
+//!
+//! This module knows nothing of sessions, stores or HTTP routing; the HTTP
+//! layer turns failures into 401/403 responses.
+
+mod jwt;
+
+pub use jwt::{Claims, JwtVerifier, mint_token};
+
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    User,
+    ApiKey,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The JWT `sub`, or `apikey:<id>`. Sessions are owned by this id.
+    pub id: Arc<str>,
+    pub kind: PrincipalKind,
+    pub roles: Vec<String>,
+    pub is_admin: bool,
+}
+
+impl Principal {
+    pub fn kind_str(&self) -> &'static str {
+        match self.kind {
+            PrincipalKind::User => "user",
+            PrincipalKind::ApiKey => "api_key",
+        }
+    }
+}
+
+/// Why a request was refused. The `reason` strings are the label values of
+/// `sessiongate_auth_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Malformed,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    BadIssuer,
+    BadAudience,
+    UnknownKid,
+    BadApiKey,
+    Ambiguous,
+    Forbidden,
+}
+
+impl AuthFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::Expired => "expired",
+            AuthFailure::NotYetValid => "not_yet_valid",
+            AuthFailure::BadIssuer => "bad_issuer",
+            AuthFailure::BadAudience => "bad_audience",
+            AuthFailure::UnknownKid => "unknown_kid",
+            AuthFailure::BadApiKey => "bad_api_key",
+            AuthFailure::Ambiguous => "ambiguous",
+            AuthFailure::Forbidden => "forbidden",
+        }
+    }
+
+    /// What failed, for `error_description`; never key material or token contents.
+    pub fn description(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "no credentials were sent",
+            AuthFailure::Malformed => "the token is not a well-formed JWT with the required claims",
+            AuthFailure::BadSignature => "the token signature is invalid",
+            AuthFailure::Expired => "the token has expired",
+            AuthFailure::NotYetValid => "the token is not valid yet (nbf)",
+            AuthFailure::BadIssuer => "the token issuer is not accepted",
+            AuthFailure::BadAudience => "the token audience is not accepted",
+            AuthFailure::UnknownKid => "the token names an unknown key id",
+            AuthFailure::BadApiKey => "the API key is not valid",
+            AuthFailure::Ambiguous => "send either a bearer token or an API key, not both",
+            AuthFailure::Forbidden => "the caller lacks the role this route requires",
+        }
+    }
+}
+
+/// Roles from the `roles` claim (array) and the `scope` claim (space-separated).
+pub fn roles_from(claims: &Claims) -> Vec<String> {
+    let mut roles: Vec<String> = claims.roles.clone().unwrap_or_default();
+    if let Some(scope) = &claims.scope {
+        roles.extend(scope.split_whitespace().map(str::to_string));
+    }
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+/// Resolves request credentials into a principal.
+pub struct Authenticator {
+    jwt: JwtVerifier,
+}
+
+impl Authenticator {
+    pub fn new(jwt: JwtVerifier) -> Self {
+        Self { jwt }
+    }
+
+    /// `authorization` is the raw `Authorization` header, `api_key` the raw
+    /// `X-API-Key` header. Both present is ambiguous and refused.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+    ) -> Result<Principal, AuthFailure> {
+        match (authorization, api_key) {
+            (Some(_), Some(_)) => Err(AuthFailure::Ambiguous),
+            (None, None) => Err(AuthFailure::Missing),
+            // No API keys are configured yet: every key is refused.
+            (None, Some(_)) => Err(AuthFailure::BadApiKey),
+            (Some(raw), None) => {
+                let value = std::str::from_utf8(raw).map_err(|_| AuthFailure::Malformed)?;
+                let token = bearer_token(value).ok_or(AuthFailure::Malformed)?;
+                self.jwt.verify(token)
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,145 @@
+//! The command line: `serve` (the default), `token`, `check-config`, `openapi`.
+
+use crate::auth::mint_token;
+use crate::config::Config;
+use crate::startup::{Application, BuildOptions};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessiongate",
+    version,
+    about = "Agent sessions for authenticated frontend clients"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Mint an HS256 token with the configured secret (development, load tests).
+    Token(TokenArgs),
+    /// Validate the configuration and print it, secrets redacted.
+    CheckConfig(ConfigArg),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ConfigArg {
+    /// TOML configuration file; `SESSIONGATE__SECTION__KEY` variables override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Refuse to start without key material (no dev mode).
+    #[arg(long, env = "SESSIONGATE_PRODUCTION")]
+    pub production: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The subject (user id).
+    #[arg(long)]
+    pub sub: String,
+    /// A role to grant; repeat for more.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Lifetime, e.g. `1h` or `30m`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Token(args)) => {
+            let config = Config::load(args.config.config.as_deref())?;
+            let secret = config.auth.load_hs256_secret()?.context(
+                "auth.hs256_secret: not configured; `token` needs the server's secret \
+                 (in dev mode the server prints its own tokens at start-up)",
+            )?;
+            let a = &config.auth;
+            println!(
+                "{}",
+                mint_token(&secret, &a.issuer, &a.audience, &args.sub, &args.roles, args.ttl)?
+            );
+            Ok(())
+        }
+        Some(Command::CheckConfig(args)) => {
+            let config = Config::load(args.config.as_deref())?;
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Some(Command::Openapi) => {
+            println!("{}", crate::http::openapi::document_json());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.config.as_deref())?;
+    crate::telemetry::init_logging(&config.telemetry);
+    let app = Application::build(
+        config,
+        BuildOptions {
+            production: args.production,
+            clock: None,
+        },
+    )
+    .await?;
+    let addr = app.local_addr();
+    if let Some(dev) = app.dev_credentials() {
+        tracing::warn!(
+            "dev mode: no key material configured; using an ephemeral HS256 secret and binding loopback only"
+        );
+        // Not eprintln!: a closed stderr must not bring the server down.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nsessiongate dev mode on http://{addr}\n\
+             user token (sub=dev-user, 24h):\n  {}\n\
+             admin token (sub=dev-admin, role admin, 24h):\n  {}\n\
+             try:\n  curl -s http://{addr}/v1/tool-sets -H \"Authorization: Bearer $TOKEN\"\n",
+            dev.user_token,
+            dev.admin_token
+        );
+    }
+    tracing::info!(event = "listening", %addr, store = app.config().store.backend_name(), "sessiongate listening");
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

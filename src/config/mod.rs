@@ -1,0 +1,469 @@
+//! Typed configuration: one TOML file, overridden by `SESSIONGATE__SECTION__KEY`
+//! environment variables, validated once at start-up.
+//!
+//! Everything else receives these structs (or the parts it needs) and never reads
+//! the environment itself. This module knows nothing about HTTP, storage engines
+//! or how the values are used; it only says what a valid configuration is, and
+//! every validation message names the key it is about.
+
+mod secret;
+
+pub use secret::Secret;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The environment prefix; `SESSIONGATE__SESSIONS__MAX_PER_USER=20` sets
+/// `sessions.max_per_user`.
+pub const ENV_PREFIX: &str = "SESSIONGATE__";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub sessions: SessionsConfig,
+    pub store: StoreConfig,
+    pub agent: AgentConfig,
+    pub tool_sets: Vec<ToolSetConfig>,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Empty: `/metrics` is served on the main listener.
+    pub metrics_listen: String,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: String::new(),
+            shutdown_grace: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    pub hs256_secret: Secret,
+    pub hs256_secret_file: String,
+    pub admin_role: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "sessiongate".into(),
+            audience: "sessiongate".into(),
+            leeway: Duration::from_secs(30),
+            hs256_secret: Secret::default(),
+            hs256_secret_file: String::new(),
+            admin_role: "admin".into(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// True when no key material is configured: the server then runs in dev mode.
+    pub fn has_key_material(&self) -> bool {
+        !self.hs256_secret.is_empty() || !self.hs256_secret_file.is_empty()
+    }
+
+    /// The HS256 secret, read from the file when one is named.
+    pub fn load_hs256_secret(&self) -> anyhow::Result<Option<Secret>> {
+        use anyhow::Context;
+        if !self.hs256_secret_file.is_empty() {
+            let raw = std::fs::read_to_string(&self.hs256_secret_file)
+                .with_context(|| format!("auth.hs256_secret_file: cannot read {}", self.hs256_secret_file))?;
+            return Ok(Some(Secret::new(raw.trim_end_matches(['\r', '\n']))));
+        }
+        Ok((!self.hs256_secret.is_empty()).then(|| self.hs256_secret.clone()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    EvictOldest,
+    Reject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    pub max_per_user: u32,
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    pub on_limit: OnLimit,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reaper_interval: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_user: 10,
+            idle_ttl: Duration::from_secs(30 * 60),
+            max_lifetime: Duration::from_secs(24 * 3600),
+            on_limit: OnLimit::EvictOldest,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            reaper_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+}
+
+impl StoreConfig {
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            StoreBackend::Memory => "memory",
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Memory,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    Echo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub kind: AgentKind,
+    /// Echo only: simulated work per query, for load tests.
+    #[serde(with = "humantime_serde")]
+    pub echo_latency: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            kind: AgentKind::Echo,
+            echo_latency: Duration::ZERO,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSetConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tools: Vec<String>,
+}
+
+/// The tool sets served when the configuration names none, so that
+/// `cargo run` gives a usable API out of the box.
+pub fn default_tool_sets() -> Vec<ToolSetConfig> {
+    let ts = |name: &str, description: &str, tools: &[&str]| ToolSetConfig {
+        name: name.into(),
+        description: description.into(),
+        tools: tools.iter().map(|t| t.to_string()).collect(),
+    };
+    vec![
+        ts("general", "Everyday tools", &["search", "calculator"]),
+        ts(
+            "research",
+            "Web research and summarising",
+            &["search", "browser", "summarize"],
+        ),
+        ts(
+            "coding",
+            "Code reading and execution",
+            &["code_interpreter", "repo_search"],
+        ),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that failed to load or validate; each line names its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// File (optional) then environment, then validation.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(vec![format!(
+                    "--config: file {} does not exist",
+                    path.display()
+                )]));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::finish(figment.merge(env))
+    }
+
+    fn finish(figment: Figment) -> Result<Self, ConfigError> {
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError(e.into_iter().map(|e| describe_figment_error(&e)).collect()))?;
+        if config.tool_sets.is_empty() {
+            config.tool_sets = default_tool_sets();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse a TOML document (tests and `check-config` use it).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::finish(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                errors.push(msg.to_string());
+            }
+        };
+        let s = &self.sessions;
+        check(s.max_per_user >= 1, "sessions.max_per_user: must be at least 1");
+        check(
+            s.max_per_user <= 10_000,
+            "sessions.max_per_user: must be at most 10000",
+        );
+        check(
+            s.idle_ttl >= Duration::from_secs(1),
+            "sessions.idle_ttl: must be at least 1s",
+        );
+        check(
+            s.max_lifetime >= Duration::from_secs(1),
+            "sessions.max_lifetime: must be at least 1s",
+        );
+        check(
+            s.idempotency_ttl >= Duration::from_secs(1),
+            "sessions.idempotency_ttl: must be at least 1s",
+        );
+        check(
+            s.reaper_interval >= Duration::from_millis(10),
+            "sessions.reaper_interval: must be at least 10ms",
+        );
+        let srv = &self.server;
+        check(
+            srv.max_body_bytes >= 256,
+            "server.max_body_bytes: must be at least 256",
+        );
+        check(
+            srv.request_timeout >= Duration::from_millis(100),
+            "server.request_timeout: must be at least 100ms",
+        );
+        check(
+            srv.metrics_listen.is_empty() || srv.metrics_listen.parse::<SocketAddr>().is_ok(),
+            "server.metrics_listen: must be empty or an address like 127.0.0.1:9090",
+        );
+        for origin in &srv.cors_allowed_origins {
+            check(
+                origin.starts_with("http://") || origin.starts_with("https://"),
+                &format!("server.cors_allowed_origins: {origin:?} must start with http:// or https://"),
+            );
+        }
+        check(!self.auth.issuer.is_empty(), "auth.issuer: must not be empty");
+        check(!self.auth.audience.is_empty(), "auth.audience: must not be empty");
+        check(
+            !self.auth.admin_role.is_empty(),
+            "auth.admin_role: must not be empty",
+        );
+        check(
+            self.auth.hs256_secret.is_empty() || self.auth.hs256_secret_file.is_empty(),
+            "auth.hs256_secret: set either hs256_secret or hs256_secret_file, not both",
+        );
+        check(
+            self.agent.timeout >= Duration::from_millis(1),
+            "agent.timeout: must be at least 1ms",
+        );
+        let mut seen = std::collections::HashSet::new();
+        for (i, ts) in self.tool_sets.iter().enumerate() {
+            check(
+                is_valid_name(&ts.name),
+                &format!(
+                    "tool_sets[{i}].name: {:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'",
+                    ts.name
+                ),
+            );
+            check(
+                seen.insert(&ts.name),
+                &format!("tool_sets[{i}].name: {:?} is defined twice", ts.name),
+            );
+        }
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_ok(),
+            "telemetry.log_level: not a valid level or filter (e.g. \"info\" or \"sessiongate=debug\")",
+        );
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// Tool-set names appear in URLs, metric labels and Redis keys: keep them tame.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    let key = if e.path.is_empty() {
+        "config".to_string()
+    } else {
+        e.path.join(".")
+    };
+    let origin = e
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    format!("{key}: {}{origin}", e.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_serve_tool_sets() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.sessions.max_per_user, 10);
+        assert_eq!(c.sessions.idle_ttl, Duration::from_secs(1800));
+        assert_eq!(c.tool_sets.len(), 3);
+    }
+
+    #[test]
+    fn durations_parse_from_strings() {
+        let c = Config::from_toml("[sessions]\nidle_ttl = \"90s\"\nmax_lifetime = \"2h\"").unwrap();
+        assert_eq!(c.sessions.idle_ttl, Duration::from_secs(90));
+        assert_eq!(c.sessions.max_lifetime, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("[sessions]\nmax_per_user = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sessions.max_per_user"), "{e}");
+        let e = Config::from_toml("[sessions]\nidle_ttl = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sessions.idle_ttl"), "{e}");
+        let e = Config::from_toml("[sessions]\nmax_per_usr = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_per_usr"), "{e}");
+        let e = Config::from_toml("[[tool_sets]]\nname = \"Bad Name\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tool_sets[0].name"), "{e}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn env_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("sg.toml", "[sessions]\nmax_per_user = 5\n")?;
+            jail.set_env("SESSIONGATE__SESSIONS__MAX_PER_USER", "20");
+            jail.set_env("SESSIONGATE__SESSIONS__ON_LIMIT", "reject");
+            let c = Config::load(Some(Path::new("sg.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.sessions.max_per_user, 20);
+            assert_eq!(c.sessions.on_limit, OnLimit::Reject);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets() {
+        let c = Config::from_toml("[auth]\nhs256_secret = \"super-secret-value-0123456789abcdef\"").unwrap();
+        let out = c.to_redacted_toml();
+        assert!(!out.contains("super-secret"), "{out}");
+        assert!(out.contains("[redacted]"));
+    }
+}

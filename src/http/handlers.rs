@@ -1,0 +1,282 @@
+//! Thin handlers: read the request, call the service, shape the response.
+//! The `#[utoipa::path]` attributes are the OpenAPI document of each route.
+
+use super::AppState;
+use super::dto::*;
+use super::extract::{ApiJson, ApiQuery, Caller, SessionIdPath};
+use super::problem::{ApiError, Problem};
+use crate::sessions::CreateInput;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::atomic::Ordering;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+#[utoipa::path(get, path = "/v1/tool-sets", tag = "sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = ToolSetList),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_tool_sets(State(state): State<AppState>, _: Caller) -> Json<ToolSetList> {
+    Json(ToolSetList {
+        tool_sets: state
+            .service
+            .tool_sets()
+            .all()
+            .iter()
+            .map(ToolSetView::from)
+            .collect(),
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
+    match key {
+        Some(k) => Ok(Some(k.to_string())),
+        None => Err(ApiError::Malformed(
+            "Idempotency-Key must be 1-255 visible ASCII characters".into(),
+        )),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = CreateSessionRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Replays the original response for the same key and body within `idempotency_ttl`.")),
+    responses(
+        (status = 201, body = SessionView, description = "Created (or replayed, with `Idempotent-Replayed: true`)",
+            headers(("Location" = String), ("Idempotent-Replayed" = Option<String>))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "IDEMPOTENCY_CONFLICT"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED or UNKNOWN_TOOL_SET"),
+        (status = 429, body = Problem, content_type = "application/problem+json", description = "MAX_SESSIONS_EXCEEDED",
+            headers(("Retry-After" = u64))),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn create_session(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateSessionRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let created = state
+        .service
+        .create(CreateInput {
+            user: principal.id,
+            tool_set: body.tool_set,
+            idempotency_key,
+        })
+        .await?;
+    let mut view = SessionView::from(&created.session);
+    view.evicted_session_id = created.evicted_ids.first().map(|id| id.to_string());
+    let location = format!("/v1/sessions/{}", created.session.id);
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("uuid path is ASCII"),
+    );
+    if created.replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = SessionList, description = "The caller's live sessions, oldest first"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<SessionList>, ApiError> {
+    Ok(Json(SessionList::of(&state.service.list(&p.id).await?)))
+}
+
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = SessionView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_session(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SessionIdPath(id): SessionIdPath,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(SessionView::from(&state.service.get(&p.id, id).await?)))
+}
+
+#[utoipa::path(patch, path = "/v1/sessions/{id}", tag = "sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    request_body = MigrateSessionRequest,
+    responses((status = 200, body = SessionView, description = "Migrated in place: same id, new tool set, conversation reset"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn migrate_session(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SessionIdPath(id): SessionIdPath,
+    ApiJson(body): ApiJson<MigrateSessionRequest>,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(SessionView::from(
+        &state.service.migrate(&p.id, id, &body.tool_set).await?,
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/heartbeat", tag = "sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = SessionView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SessionIdPath(id): SessionIdPath,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(SessionView::from(
+        &state.service.heartbeat(&p.id, id).await?,
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/queries", tag = "sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    request_body = QueryRequest,
+    responses((status = 200, body = QueryResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json", description = "UPSTREAM_ERROR"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 504, body = Problem, content_type = "application/problem+json", description = "UPSTREAM_TIMEOUT")))]
+pub async fn query(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SessionIdPath(id): SessionIdPath,
+    ApiJson(body): ApiJson<QueryRequest>,
+) -> Result<Json<QueryResponse>, ApiError> {
+    if body.input.trim().is_empty() {
+        return Err(ApiError::field("input", "must not be blank"));
+    }
+    Ok(Json(state.service.query(&p.id, id, body.input).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 204, description = "Ended; the slot is free at once"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_session(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SessionIdPath(id): SessionIdPath,
+) -> Result<StatusCode, ApiError> {
+    state.service.delete(&p.id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/admin/sessions", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    params(AdminSessionsQuery),
+    responses((status = 200, body = SessionList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_list_sessions(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<AdminSessionsQuery>,
+) -> Result<Json<SessionList>, ApiError> {
+    if q.user.is_empty() {
+        return Err(ApiError::field("user", "must not be empty"));
+    }
+    Ok(Json(SessionList::of(&state.service.list(&q.user).await?)))
+}
+
+#[utoipa::path(delete, path = "/v1/admin/users/{user}/sessions", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("user" = String, Path)),
+    responses((status = 200, body = RevokeResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_revoke_user(
+    State(state): State<AppState>,
+    Caller(admin): Caller,
+    axum::extract::Path(user): axum::extract::Path<String>,
+) -> Result<Json<RevokeResponse>, ApiError> {
+    let ended = state.service.revoke_user(&user).await?;
+    tracing::info!(event = "sessions_revoked", admin = %admin.id, user = %user, count = ended.len(), "admin revoked a user's sessions");
+    Ok(Json(RevokeResponse {
+        user,
+        revoked_session_ids: ended.iter().map(|s| s.id.to_string()).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "system",
+    responses((status = 200, body = Health, description = "The process serves")))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "system",
+    responses((status = 200, body = Health, description = "Store reachable and not draining"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(ApiError::Draining);
+    }
+    state.service.ready().await?;
+    Ok(Json(Health {
+        status: "ready".into(),
+    }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, content_type = "text/plain; version=0.0.4", body = String,
+        description = "Prometheus text exposition")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "system",
+    responses((status = 200, content_type = "application/json", body = Object, description = "This document")))]
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document_json(),
+    )
+}

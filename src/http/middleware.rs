@@ -1,0 +1,188 @@
+//! The request envelope and the authentication gates.
+//!
+//! The envelope is the outermost layer: it settles the request id, opens the
+//! server span, measures the request, renders every error as problem+json
+//! (stamping request id and trace id), and writes the one log line per request.
+//! Because it is outermost, a 401 or 429 is still traced, counted and logged.
+
+use super::AppState;
+use super::problem::{PROBLEM_JSON, PendingProblem, Problem, ServerFault};
+use crate::auth::Principal;
+use crate::telemetry::catalog::{self, values};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, Response, header};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use metrics::Label;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id of the current request, for handlers that want it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Set by the auth gate on the response, so the access log can say who called.
+#[derive(Debug, Clone, Copy)]
+struct PrincipalKind(&'static str);
+
+/// A client-sent request id is kept when it is short and plain; otherwise a
+/// new one is made, so ids are safe to log and echo.
+fn accept_request_id(value: Option<&HeaderValue>) -> String {
+    value
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// `http.request.method` per the semantic conventions: known methods as-is,
+/// anything else `_OTHER`, so the label stays bounded.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = accept_request_id(req.headers().get(REQUEST_ID));
+    let method = method_label(req.method());
+    let route: String = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| values::UNMATCHED_ROUTE.to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+
+    let metrics = state.metrics.clone();
+    let active = metrics.gauge(
+        catalog::HTTP_SERVER_ACTIVE_REQUESTS,
+        vec![Label::new("http_request_method", method)],
+    );
+    active.increment(1.0);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        http.request.method = method,
+        http.route = %route,
+        request_id = %request_id,
+    );
+    let mut response = next.run(req).instrument(span).await;
+    active.decrement(1.0);
+
+    let status = response.status();
+    if let Some(PendingProblem(problem)) = response.extensions_mut().remove::<PendingProblem>() {
+        response = render_problem(problem, &request_id, response);
+    } else if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {
+        response = render_problem(Problem::for_status(status), &request_id, response);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+
+    let elapsed = started.elapsed();
+    metrics
+        .histogram(
+            catalog::HTTP_SERVER_REQUEST_DURATION,
+            vec![
+                Label::new("http_request_method", method),
+                Label::new("http_route", route.clone()),
+                Label::new("http_response_status_code", status.as_u16().to_string()),
+            ],
+        )
+        .record(elapsed.as_secs_f64());
+
+    let principal = response
+        .extensions()
+        .get::<PrincipalKind>()
+        .map_or("none", |p| p.0);
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    let status = status.as_u16();
+    if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
+        tracing::error!(
+            request_id = %request_id, http.request.method = method, http.route = %route,
+            http.response.status_code = status, duration_ms, principal, error = %cause,
+            "request failed"
+        );
+    } else if route.starts_with("/v1/") || status >= 400 {
+        tracing::info!(
+            request_id = %request_id, http.request.method = method, http.route = %route,
+            http.response.status_code = status, duration_ms, principal, "request"
+        );
+    } else {
+        tracing::debug!(
+            request_id = %request_id, http.request.method = method, http.route = %route,
+            http.response.status_code = status, duration_ms, "request"
+        );
+    }
+    response
+}
+
+fn is_problem(response: &Response<Body>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes())
+}
+
+fn render_problem(mut problem: Problem, request_id: &str, original: Response<Body>) -> Response<Body> {
+    problem.request_id = request_id.to_string();
+    let (mut parts, _) = original.into_parts();
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Authenticate the caller of a `/v1` route and hand the principal on.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
+    let headers = req.headers();
+    let outcome = state.auth.authenticate(
+        headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+        headers.get("x-api-key").map(HeaderValue::as_bytes),
+    );
+    match outcome {
+        Ok(principal) => {
+            let kind = principal.kind_str();
+            req.extensions_mut().insert(principal);
+            let mut response = next.run(req).await;
+            response.extensions_mut().insert(PrincipalKind(kind));
+            response
+        }
+        Err(failure) => {
+            state.events.auth_failure(failure.reason());
+            super::problem::ApiError::Unauthenticated(failure).into_response()
+        }
+    }
+}
+
+/// Admin routes: an authenticated principal without the admin role gets 403.
+pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
+    if req.extensions().get::<Principal>().is_some_and(|p| p.is_admin) {
+        next.run(req).await
+    } else {
+        state
+            .events
+            .auth_failure(crate::auth::AuthFailure::Forbidden.reason());
+        super::problem::ApiError::Forbidden.into_response()
+    }
+}

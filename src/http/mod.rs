@@ -1,0 +1,125 @@
+//! The HTTP surface: state, the one router-building function, handlers,
+//! extractors, middleware and the problem+json error type.
+//!
+//! It talks to the session service and the authenticator; it never touches a
+//! storage backend directly.
+
+pub mod dto;
+pub mod extract;
+pub mod handlers;
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::sessions::SessionService;
+use crate::telemetry::{Events, Metrics};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<SessionService>,
+    pub auth: Arc<Authenticator>,
+    pub events: Arc<Events>,
+    pub metrics: Arc<Metrics>,
+    /// Set when shutdown starts: `/readyz` fails so load balancers move on.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Every route, every layer. `serve_metrics` is false when `/metrics` has its
+/// own listener.
+pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Router {
+    let admin = Router::new()
+        .route("/sessions", get(handlers::admin_list_sessions))
+        .route(
+            "/users/{user}/sessions",
+            axum::routing::delete(handlers::admin_revoke_user),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_admin,
+        ));
+
+    let v1 = Router::new()
+        .route("/tool-sets", get(handlers::list_tool_sets))
+        .route(
+            "/sessions",
+            post(handlers::create_session).get(handlers::list_sessions),
+        )
+        .route(
+            "/sessions/{id}",
+            get(handlers::get_session)
+                .patch(handlers::migrate_session)
+                .delete(handlers::delete_session),
+        )
+        .route("/sessions/{id}/heartbeat", post(handlers::heartbeat))
+        .route("/sessions/{id}/queries", post(handlers::query))
+        .nest("/admin", admin)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::authenticate,
+        ));
+
+    let mut app = Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/openapi.json", get(handlers::openapi));
+    if serve_metrics {
+        app = app.route("/metrics", get(handlers::metrics));
+    }
+    let mut app =
+        app.layer(DefaultBodyLimit::max(server.max_body_bytes))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                server.request_timeout,
+            ));
+    if !server.cors_allowed_origins.is_empty() {
+        app = app.layer(cors(&server.cors_allowed_origins));
+    }
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::envelope,
+    ))
+    .with_state(state)
+}
+
+/// The metrics-only router for `server.metrics_listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .with_state(state)
+}
+
+/// Only the configured origins; nothing is allowed by default.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            axum::http::header::LOCATION,
+            axum::http::header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}

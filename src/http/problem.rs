@@ -1,0 +1,279 @@
+//! One error type, one response shape: RFC 9457 `application/problem+json`.
+//!
+//! Handlers return `ApiError`; it becomes a response carrying a
+//! `PendingProblem`, and the request envelope (which knows the request id)
+//! renders the body. Error responses made elsewhere (a 405 from the router, a
+//! 408 from the timeout layer) are rewritten into the same shape there too, so
+//! no client ever sees another error format. 5xx causes are logged once by the
+//! envelope and never sent to the client.
+
+use crate::auth::AuthFailure;
+use crate::sessions::{ServiceError, SessionId, StoreError, lifecycle};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type; stable per `code`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Machine-readable error code, e.g. `NOT_FOUND`.
+    pub code: String,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// How the client can recover, where there is a way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+    /// Problem-specific members (`errors`, `valid_tool_sets`, `live_session_ids`, …).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extensions: Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!(
+                "urn:sessiongate:problem:{}",
+                code.to_ascii_lowercase().replace('_', "-")
+            ),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_string(),
+            request_id: String::new(),
+            trace_id: None,
+            suggestion: None,
+            extensions: Map::new(),
+        }
+    }
+
+    pub fn suggest(mut self, s: impl Into<String>) -> Self {
+        self.suggestion = Some(s.into());
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.extensions.insert(key.to_string(), value);
+        self
+    }
+
+    /// The problem for an error response produced outside our handlers.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, detail) = match status {
+            StatusCode::NOT_FOUND => ("NOT_FOUND", "no route matches this path"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("METHOD_NOT_ALLOWED", "this route does not accept this method")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large"),
+            StatusCode::REQUEST_TIMEOUT => ("REQUEST_TIMEOUT", "the request took too long to complete"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "MALFORMED_REQUEST",
+                "the request body must be JSON (Content-Type: application/json)",
+            ),
+            s if s.is_server_error() => ("INTERNAL", "an internal error occurred"),
+            _ => ("MALFORMED_REQUEST", "the request could not be processed"),
+        };
+        Problem::new(status, code, detail)
+    }
+}
+
+/// A problem waiting for the envelope to stamp the request id and render it.
+#[derive(Debug, Clone)]
+pub struct PendingProblem(pub Problem);
+
+/// The cause of a 5xx, for the envelope's single log line; never sent.
+#[derive(Debug, Clone)]
+pub struct ServerFault(pub Arc<str>);
+
+#[derive(Debug)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unauthenticated: {}", .0.reason())]
+    Unauthenticated(AuthFailure),
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("draining")]
+    Draining,
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+fn ids(ids: &[SessionId]) -> Value {
+    Value::Array(ids.iter().map(|i| Value::String(i.to_string())).collect())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
+        let mut fault = None;
+        let problem = match self {
+            ApiError::Unauthenticated(failure) => {
+                let challenge = if failure == AuthFailure::Missing {
+                    r#"Bearer realm="sessiongate""#.to_string()
+                } else {
+                    format!(
+                        r#"Bearer realm="sessiongate", error="invalid_token", error_description="{}""#,
+                        failure.description()
+                    )
+                };
+                headers.push((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_str(&challenge).expect("ASCII challenge"),
+                ));
+                Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", failure.description())
+                    .with("reason", json!(failure.reason()))
+                    .suggest("Send `Authorization: Bearer <JWT>` with a valid, unexpired token.")
+            }
+            ApiError::Forbidden => Problem::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                AuthFailure::Forbidden.description(),
+            ),
+            ApiError::NotFound | ApiError::Service(ServiceError::NotFound) => {
+                Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such session")
+                    .suggest("List your live sessions with GET /v1/sessions; expired sessions are gone.")
+            }
+            ApiError::Malformed(detail) => Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail),
+            ApiError::Validation(errors) => {
+                let list: Vec<Value> = errors
+                    .iter()
+                    .map(|e| json!({"field": e.field, "message": e.message}))
+                    .collect();
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "VALIDATION_FAILED",
+                    "the request is not valid",
+                )
+                .with("errors", Value::Array(list))
+            }
+            ApiError::PayloadTooLarge => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::UnsupportedMediaType => Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            ApiError::Draining => {
+                headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "DRAINING",
+                    "this instance is shutting down",
+                )
+                .suggest("Retry; another instance will answer.")
+            }
+            ApiError::Service(ServiceError::UnknownToolSet { valid }) => {
+                let names: Vec<&str> = valid.iter().map(|s| &**s).collect();
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "UNKNOWN_TOOL_SET",
+                    "no tool set has that name",
+                )
+                .with("valid_tool_sets", json!(names))
+                .suggest(format!("Use one of: {}.", names.join(", ")))
+            }
+            ApiError::Service(ServiceError::LimitReached { retry_after_ms, live }) => {
+                let secs = lifecycle::retry_after_secs(retry_after_ms);
+                headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "MAX_SESSIONS_EXCEEDED",
+                    format!("you already have {} live sessions, the most allowed", live.len()),
+                )
+                .with("live_session_ids", ids(&live))
+                .with("retry_after", json!(secs))
+                .suggest(format!(
+                    "End a session you no longer need (DELETE /v1/sessions/{{id}}), switch one to another \
+                     tool set with PATCH instead of creating, or retry in {secs} s when one expires."
+                ))
+            }
+            ApiError::Service(ServiceError::IdempotencyConflict) => Problem::new(
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_CONFLICT",
+                "this Idempotency-Key was used with a different request body",
+            )
+            .suggest("Use a new Idempotency-Key for a different request."),
+            ApiError::Service(ServiceError::Store(e)) => {
+                fault = Some(e.to_string());
+                headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                match e {
+                    StoreError::Unavailable(_) | StoreError::Internal(_) => Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "STORE_UNAVAILABLE",
+                        "session storage is unavailable",
+                    )
+                    .suggest("Retry after the number of seconds in Retry-After."),
+                }
+            }
+            ApiError::Service(ServiceError::AgentTimeout(d)) => {
+                fault = Some(format!("agent timed out after {d:?}"));
+                Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "UPSTREAM_TIMEOUT",
+                    format!("the agent did not answer within {} ms", d.as_millis()),
+                )
+                .suggest("Retry the query; the turn was counted.")
+            }
+            ApiError::Service(ServiceError::Agent(msg)) => {
+                fault = Some(format!("agent failed: {msg}"));
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "UPSTREAM_ERROR",
+                    "the agent failed to answer",
+                )
+            }
+            ApiError::Internal(e) => {
+                fault = Some(format!("{e:#}"));
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "an internal error occurred",
+                )
+            }
+        };
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+        )
+            .into_response();
+        response.headers_mut().extend(headers);
+        response.extensions_mut().insert(PendingProblem(problem));
+        if let Some(f) = fault {
+            response.extensions_mut().insert(ServerFault(Arc::from(f)));
+        }
+        response
+    }
+}

@@ -1,0 +1,30 @@
+//! sessiongate: agent sessions for authenticated frontend clients.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed configuration, loading and validation.
+//! - [`clock`]: milliseconds since the epoch, injectable.
+//! - [`sessions`]: the pure lifecycle rules, the `SessionStore` trait and the
+//!   service that orchestrates store, agent and events. No axum, no Redis.
+//! - [`store`]: `SessionStore` backends (memory).
+//! - [`agent`]: the `Agent` trait and its backends (echo).
+//! - [`auth`]: JWT verification, principals and roles. No sessions.
+//! - [`telemetry`]: the metrics catalog, domain events, log set-up.
+//! - [`http`]: router, handlers, extractors, middleware, problem+json.
+//! - [`startup`]: the composition root (`Application::build`, `run_until_stopped`).
+//! - [`cli`]: the command line.
+//!
+//! Request path, outermost first: envelope (request id, span, metrics,
+//! problem rendering, access log) → timeout and body limit → authentication →
+//! admin gate → handler → service → store / agent.
+
+pub mod agent;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod sessions;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

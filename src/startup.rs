@@ -1,0 +1,271 @@
+//! Building and running one application instance: the composition root.
+//!
+//! `Application::build` turns a validated `Config` into bound listeners and a
+//! ready router (backends chosen here, by one `match` each); `run_until_stopped`
+//! serves until the shutdown future resolves, then drains. Tests build it on
+//! port 0 exactly as `main` does.
+
+use crate::auth::{Authenticator, JwtVerifier, mint_token};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Secret};
+use crate::http::{self, AppState};
+use crate::sessions::{Limits, ServiceParts, SessionService, ToolSets};
+use crate::telemetry::{Events, Metrics};
+use crate::{agent, store};
+use anyhow::{Context, bail};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Choices made by the caller rather than the config file.
+#[derive(Clone, Default)]
+pub struct BuildOptions {
+    /// Missing key material is a start-up error instead of dev mode.
+    pub production: bool,
+    /// The clock to use; the system clock when `None` (tests inject one).
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// Dev mode's ready-made credentials, to print at start-up.
+#[derive(Debug, Clone)]
+pub struct DevCredentials {
+    pub user_token: String,
+    pub admin_token: String,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    state: AppState,
+    config: Config,
+    dev: Option<DevCredentials>,
+}
+
+impl Application {
+    pub async fn build(mut config: Config, options: BuildOptions) -> anyhow::Result<Self> {
+        let (secret, dev) = match config.auth.load_hs256_secret()? {
+            Some(secret) => {
+                if secret.expose().len() < 32 {
+                    if options.production {
+                        bail!("auth.hs256_secret: must be at least 32 bytes (256 bits) in production");
+                    }
+                    tracing::warn!(
+                        "auth.hs256_secret is shorter than 32 bytes; acceptable only for development"
+                    );
+                }
+                (secret, false)
+            }
+            None if options.production => bail!(
+                "auth: no key material configured (set auth.hs256_secret or auth.hs256_secret_file); \
+                 --production refuses to start in dev mode"
+            ),
+            None => (Secret::new(hex::encode(rand::random::<[u8; 32]>())), true),
+        };
+        if dev {
+            force_loopback(&mut config);
+        }
+
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let metrics = Arc::new(Metrics::new());
+        let events = Arc::new(Events::new(metrics.clone()));
+        let store = store::build(&config.store).await.context("store")?;
+        let tool_sets = ToolSets::from_config(&config.tool_sets);
+        events.initialise(&tool_sets.names(), store.backend());
+        let service = Arc::new(SessionService::new(ServiceParts {
+            store,
+            agent: agent::build(&config.agent),
+            clock,
+            tool_sets,
+            limits: Limits::from(&config.sessions),
+            agent_timeout: config.agent.timeout,
+            events: events.clone(),
+        }));
+        let a = &config.auth;
+        let auth = Arc::new(Authenticator::new(JwtVerifier::hs256(
+            &secret,
+            &a.issuer,
+            &a.audience,
+            a.leeway,
+            &a.admin_role,
+        )));
+        let dev = if dev {
+            let ttl = Duration::from_secs(24 * 3600);
+            Some(DevCredentials {
+                user_token: mint_token(&secret, &a.issuer, &a.audience, "dev-user", &[], ttl)?,
+                admin_token: mint_token(
+                    &secret,
+                    &a.issuer,
+                    &a.audience,
+                    "dev-admin",
+                    std::slice::from_ref(&a.admin_role),
+                    ttl,
+                )?,
+            })
+        } else {
+            None
+        };
+
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("server.listen: cannot bind {}", config.server.listen))?;
+        let metrics_listener = if config.server.metrics_listen.is_empty() {
+            None
+        } else {
+            let addr: SocketAddr = config
+                .server
+                .metrics_listen
+                .parse()
+                .context("server.metrics_listen")?;
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("server.metrics_listen: cannot bind {addr}"))?,
+            )
+        };
+        let state = AppState {
+            service,
+            auth,
+            events,
+            metrics,
+            draining: Default::default(),
+        };
+        Ok(Self {
+            listener,
+            metrics_listener,
+            state,
+            config,
+            dev,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Set in dev mode only.
+    pub fn dev_credentials(&self) -> Option<&DevCredentials> {
+        self.dev.as_ref()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serve until `shutdown` resolves; then stop accepting, fail `/readyz`,
+    /// drain in-flight requests for up to `server.shutdown_grace`, and stop
+    /// the background tasks.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            metrics_listener,
+            state,
+            config,
+            ..
+        } = self;
+        let stop = CancellationToken::new();
+        let background = CancellationToken::new();
+
+        let reaper = tokio::spawn(
+            state
+                .service
+                .clone()
+                .run_reaper(config.sessions.reaper_interval, background.clone()),
+        );
+        let upkeep = {
+            let metrics = state.metrics.clone();
+            let cancel = background.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tick.tick() => metrics.run_upkeep(),
+                    }
+                }
+            })
+        };
+
+        let metrics_server = metrics_listener.map(|l| {
+            let app = http::metrics_router(state.clone());
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        });
+
+        let app = http::router(state.clone(), &config.server, metrics_server.is_none());
+        let server = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        };
+
+        let draining = state.draining.clone();
+        let stop_on_signal = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!(
+                event = "shutdown",
+                "shutdown requested; draining in-flight requests"
+            );
+            stop_on_signal.cancel();
+        });
+
+        let grace = config.server.shutdown_grace;
+        let mut server = server;
+        let served = tokio::select! {
+            r = &mut server => Some(r),
+            _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => None,
+        };
+        background.cancel();
+        let _ = tokio::join!(reaper, upkeep);
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
+        match served {
+            Some(r) => r.context("server task")?.context("server")?,
+            None => {
+                tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight");
+                server.abort();
+            }
+        }
+        tracing::info!(event = "stopped", "stopped");
+        Ok(())
+    }
+}
+
+/// Dev mode never listens beyond loopback: its secret is printed on the console.
+fn force_loopback(config: &mut Config) {
+    let listen = &mut config.server.listen;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(configured = %listen, "dev mode: binding loopback only");
+        listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if let Ok(mut addr) = config.server.metrics_listen.parse::<SocketAddr>()
+        && !addr.ip().is_loopback()
+    {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        config.server.metrics_listen = addr.to_string();
+    }
+}

@@ -1,0 +1,191 @@
+//! Domain events: each method records the metric and, where an on-call
+//! engineer needs it, the log line — together, from one place (the
+//! `internal_events` pattern). The service calls these; it never names a metric.
+
+use super::catalog::{self, values};
+use super::metrics::Metrics;
+use crate::clock::Millis;
+use crate::sessions::model::{EndReason, Session};
+use metrics::Label;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The events of one application instance.
+pub struct Events {
+    metrics: Arc<Metrics>,
+}
+
+impl Events {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every series whose label values are known up front starts at 0, so rates
+    /// and dashboards have data from the first scrape.
+    pub fn initialise(&self, tool_sets: &[Arc<str>], store_backend: &'static str) {
+        let m = &self.metrics;
+        m.set_build_info(store_backend);
+        for ts in tool_sets {
+            m.counter(
+                catalog::SESSIONS_CREATED,
+                vec![Label::new("tool_set", ts.clone())],
+            )
+            .absolute(0);
+            m.gauge(catalog::SESSIONS_ACTIVE, vec![Label::new("tool_set", ts.clone())])
+                .set(0.0);
+            for to in tool_sets {
+                m.counter(catalog::SESSION_MIGRATIONS, migration_labels(ts, to))
+                    .absolute(0);
+            }
+        }
+        for reason in EndReason::ALL {
+            m.counter(
+                catalog::SESSIONS_ENDED,
+                vec![Label::new("reason", reason.as_str())],
+            )
+            .absolute(0);
+        }
+        for action in values::LIMIT_ACTIONS {
+            m.counter(catalog::SESSION_LIMIT_HITS, vec![Label::new("action", action)])
+                .absolute(0);
+        }
+        for reason in values::AUTH_FAILURE_REASONS {
+            m.counter(catalog::AUTH_FAILURES, vec![Label::new("reason", reason)])
+                .absolute(0);
+        }
+        m.counter(catalog::SESSION_HEARTBEATS, vec![]).absolute(0);
+        m.gauge(catalog::SESSIONS_EXPIRED_PENDING, vec![]).set(0.0);
+    }
+
+    pub fn session_created(&self, session: &Session) {
+        self.metrics
+            .counter(
+                catalog::SESSIONS_CREATED,
+                vec![Label::new("tool_set", session.tool_set.clone())],
+            )
+            .increment(1);
+    }
+
+    /// A session ended at `ended_at` (for an expiry: its expiry instant, not
+    /// the moment the reaper noticed).
+    pub fn session_ended(&self, session: &Session, reason: EndReason, ended_at: Millis) {
+        let label = || vec![Label::new("reason", reason.as_str())];
+        self.metrics
+            .counter(catalog::SESSIONS_ENDED, label())
+            .increment(1);
+        let lifetime = (ended_at - session.created_at).max(0) as f64 / 1000.0;
+        self.metrics
+            .histogram(catalog::SESSION_LIFETIME, label())
+            .record(lifetime);
+        if matches!(reason, EndReason::Evicted | EndReason::Revoked) {
+            tracing::info!(
+                event = "session_ended",
+                reason = reason.as_str(),
+                session_id = %session.id,
+                user_id = %session.user_id,
+                tool_set = %session.tool_set,
+                "session {}", reason.as_str()
+            );
+        }
+    }
+
+    pub fn session_limit_hit(&self, evicted: bool) {
+        let action = if evicted { "evicted" } else { "rejected" };
+        self.metrics
+            .counter(catalog::SESSION_LIMIT_HITS, vec![Label::new("action", action)])
+            .increment(1);
+    }
+
+    pub fn session_migrated(&self, from: &Arc<str>, to: &Arc<str>) {
+        self.metrics
+            .counter(catalog::SESSION_MIGRATIONS, migration_labels(from, to))
+            .increment(1);
+    }
+
+    pub fn heartbeat(&self) {
+        self.metrics
+            .counter(catalog::SESSION_HEARTBEATS, vec![])
+            .increment(1);
+    }
+
+    pub fn agent_query(&self, tool_set: &Arc<str>, outcome: &'static str, duration: Duration) {
+        self.metrics
+            .histogram(
+                catalog::AGENT_QUERY_DURATION,
+                vec![
+                    Label::new("tool_set", tool_set.clone()),
+                    Label::new("outcome", outcome),
+                ],
+            )
+            .record(duration.as_secs_f64());
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.metrics
+            .counter(catalog::AUTH_FAILURES, vec![Label::new("reason", reason)])
+            .increment(1);
+    }
+
+    /// Expired sessions the reaper removed (each reported exactly once).
+    pub fn reaper_swept_sessions(&self, expired: &[Session]) {
+        for s in expired {
+            self.session_ended(s, EndReason::Expired, s.expires_at);
+        }
+    }
+
+    /// The end of a sweep: one log line if anything expired, and the store's
+    /// figures after it.
+    pub fn reaper_finished(
+        &self,
+        removed: usize,
+        active_by_tool_set: &[(Arc<str>, u64)],
+        known_tool_sets: &[Arc<str>],
+        expired_pending: u64,
+        now: Millis,
+    ) {
+        if removed > 0 {
+            tracing::info!(
+                event = "sessions_expired",
+                count = removed,
+                "reaper removed expired sessions"
+            );
+        }
+        let active_gauge = |ts: &Arc<str>, n: u64| {
+            self.metrics
+                .gauge(catalog::SESSIONS_ACTIVE, vec![Label::new("tool_set", ts.clone())])
+                .set(n as f64);
+        };
+        for ts in known_tool_sets {
+            active_gauge(
+                ts,
+                active_by_tool_set
+                    .iter()
+                    .find(|(t, _)| t == ts)
+                    .map_or(0, |(_, n)| *n),
+            );
+        }
+        for (ts, n) in active_by_tool_set
+            .iter()
+            .filter(|(t, _)| !known_tool_sets.contains(t))
+        {
+            active_gauge(ts, *n);
+        }
+        self.metrics
+            .gauge(catalog::SESSIONS_EXPIRED_PENDING, vec![])
+            .set(expired_pending as f64);
+        self.metrics
+            .gauge(catalog::REAPER_LAST_SWEEP, vec![])
+            .set(now as f64 / 1000.0);
+    }
+}
+
+fn migration_labels(from: &Arc<str>, to: &Arc<str>) -> Vec<Label> {
+    vec![
+        Label::new("from_tool_set", from.clone()),
+        Label::new("to_tool_set", to.clone()),
+    ]
+}

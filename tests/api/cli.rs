@@ -1,0 +1,165 @@
+//! The binary's commands: check-config, token, openapi, and the start-up rules
+//! for production and dev mode.
+
+use crate::helpers::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sessiongate"));
+    c.env_remove("SESSIONGATE_PRODUCTION");
+    c
+}
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_redacted() {
+    let f = write_config(&format!(
+        "[auth]\nhs256_secret = \"{SECRET}\"\n[sessions]\nmax_per_user = 4\n"
+    ));
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(f.path())
+        .env("SESSIONGATE__SESSIONS__IDLE_TTL", "5m")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("max_per_user = 4"), "{text}");
+    assert!(text.contains("idle_ttl = \"5m\""), "env override applied: {text}");
+    assert!(!text.contains(SECRET), "secret leaked: {text}");
+    assert!(text.contains("[redacted]"));
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let f = write_config("[sessions]\nmax_per_user = 0\nidle_ttl = \"forever\"\n");
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("sessions.idle_ttl"), "{err}");
+}
+
+#[test]
+fn production_refuses_to_start_without_key_material() {
+    let out = bin()
+        .args(["serve", "--production"])
+        .env("SESSIONGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("no key material"));
+    let out = bin()
+        .env("SESSIONGATE_PRODUCTION", "1")
+        .env("SESSIONGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the env variable works too");
+}
+
+#[test]
+fn token_mints_what_the_server_accepts() {
+    let f = write_config(&format!(
+        "[auth]\nhs256_secret = \"{SECRET}\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n"
+    ));
+    let out = bin()
+        .args([
+            "token", "--sub", "carol", "--role", "admin", "--ttl", "10m", "--config",
+        ])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let verifier = sessiongate::auth::JwtVerifier::hs256(
+        &sessiongate::config::Secret::new(SECRET),
+        ISSUER,
+        AUDIENCE,
+        Duration::ZERO,
+        "admin",
+    );
+    let p = verifier.verify(&token).expect("server accepts the minted token");
+    assert_eq!(&*p.id, "carol");
+    assert!(p.is_admin);
+}
+
+#[test]
+fn token_without_a_secret_explains_why_it_cannot() {
+    let out = bin().args(["token", "--sub", "carol"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("auth.hs256_secret")
+    );
+}
+
+#[test]
+fn openapi_prints_the_document() {
+    let out = bin().arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["paths"]["/v1/sessions"].is_object());
+}
+
+/// Dev mode: starts without key material, on loopback only, and prints tokens
+/// that work against itself.
+#[tokio::test]
+async fn dev_mode_prints_a_working_token_and_binds_loopback() {
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        bin()
+            .env("SESSIONGATE__SERVER__LISTEN", "0.0.0.0:0")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (addr, token) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut addr = None;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(rest) = line.strip_prefix("sessiongate dev mode on http://") {
+                addr = Some(rest.trim().to_string());
+            }
+            if line.starts_with("user token") {
+                let token = lines.next().unwrap().unwrap().trim().to_string();
+                // Keep draining stderr so the child never writes to a closed pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return (addr.expect("address printed first"), token);
+            }
+        }
+        panic!("no token printed");
+    })
+    .await
+    .unwrap();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "dev mode binds loopback, got {addr}"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/sessions"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    drop(child);
+}

@@ -1,0 +1,250 @@
+//! Every error is problem+json with a code, a request id and, where it helps,
+//! a suggestion; bad input changes nothing.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn unknown_routes_are_404_problems() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/v2/nothing")).send().await.unwrap();
+    assert_problem(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let r = app.get(&token("alice"), "/v1/nothing-here").await;
+    assert_problem(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn wrong_methods_are_405_problems() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .put(app.url("/v1/sessions"))
+        .bearer_auth(token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("allow").is_some(),
+        "405 names the allowed methods"
+    );
+    assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+    let r = app.client.post(app.url("/healthz")).send().await.unwrap();
+    assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+}
+
+#[tokio::test]
+async fn broken_json_is_400_and_changes_nothing() {
+    let app = spawn_app().await;
+    let alice = token("alice");
+    let r = app
+        .client
+        .post(app.url("/v1/sessions"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{\"tool_set\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
+    assert!(app.live_ids(&alice).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .post(app.url("/v1/sessions"))
+        .bearer_auth(token("alice"))
+        .header("content-type", "text/plain")
+        .body("tool_set=general")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "MALFORMED_REQUEST").await;
+}
+
+#[tokio::test]
+async fn wrong_shapes_are_422_with_field_errors() {
+    let app = spawn_app().await;
+    let alice = token("alice");
+    let body = assert_problem(
+        app.post(&alice, "/v1/sessions", json!({})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tool_set"),
+        "{body}"
+    );
+    // Mass assignment: fields the client may not set are refused, not ignored.
+    let body = assert_problem(
+        app.post(
+            &alice,
+            "/v1/sessions",
+            json!({"tool_set": "general", "user_id": "mallory"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"].as_str().unwrap().contains("user_id"),
+        "{body}"
+    );
+    assert!(app.live_ids(&alice).await.is_empty());
+
+    let s = app.create_ok(&alice, "general").await;
+    let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
+    let body = assert_problem(
+        app.post(&alice, &q, json!({"input": "  "})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(
+        body["errors"],
+        json!([{"field": "input", "message": "must not be blank"}])
+    );
+    let got: Value = app
+        .get(&alice, &format!("/v1/sessions/{}", s["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["conversation_turns"], 0, "a refused query counts no turn");
+}
+
+#[tokio::test]
+async fn an_unknown_tool_set_is_422_listing_the_valid_ones() {
+    let app = spawn_app().await;
+    let alice = token("alice");
+    let body = assert_problem(
+        app.create(&alice, "astrology").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "UNKNOWN_TOOL_SET",
+    )
+    .await;
+    assert_eq!(body["valid_tool_sets"], json!(["general", "research", "coding"]));
+    assert!(body["suggestion"].as_str().unwrap().contains("general"));
+    let s = app.create_ok(&alice, "general").await;
+    let path = format!("/v1/sessions/{}", s["id"].as_str().unwrap());
+    assert_problem(
+        app.patch(&alice, &path, json!({"tool_set": "astrology"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "UNKNOWN_TOOL_SET",
+    )
+    .await;
+    let got: Value = app.get(&alice, &path).await.json().await.unwrap();
+    assert_eq!(got, s, "a refused migration changes nothing");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let app = spawn_app_with("[server]\nmax_body_bytes = 1024").await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
+    let r = app.post(&alice, &q, json!({"input": "x".repeat(2000)})).await;
+    assert_problem(r, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+}
+
+#[tokio::test]
+async fn a_non_uuid_session_id_is_400() {
+    let app = spawn_app().await;
+    let body = assert_problem(
+        app.get(&token("alice"), "/v1/sessions/abc").await,
+        StatusCode::BAD_REQUEST,
+        "MALFORMED_REQUEST",
+    )
+    .await;
+    assert_eq!(body["detail"], "the session id must be a UUID");
+}
+
+#[tokio::test]
+async fn a_bad_idempotency_key_is_400() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .post(app.url("/v1/sessions"))
+        .bearer_auth(token("alice"))
+        .header("Idempotency-Key", "x".repeat(300))
+        .json(&json!({"tool_set": "general"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
+}
+
+#[tokio::test]
+async fn an_agent_slower_than_its_timeout_is_504() {
+    let app = spawn_app_with("[agent]\necho_latency = \"300ms\"\ntimeout = \"50ms\"").await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
+    let body = assert_problem(
+        app.post(&alice, &q, json!({"input": "hi"})).await,
+        StatusCode::GATEWAY_TIMEOUT,
+        "UPSTREAM_TIMEOUT",
+    )
+    .await;
+    assert_eq!(body["detail"], "the agent did not answer within 50 ms");
+    assert_eq!(
+        app.metric(r#"sessiongate_agent_query_duration_seconds_count{tool_set="general",outcome="timeout"}"#)
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_is_408() {
+    let app =
+        spawn_app_with("[server]\nrequest_timeout = \"100ms\"\n[agent]\necho_latency = \"400ms\"").await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
+    assert_problem(
+        app.post(&alice, &q, json!({"input": "hi"})).await,
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123.x:y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123.x:y");
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(generated, "bad id with spaces");
+    assert!(uuid::Uuid::parse_str(&generated).is_ok());
+    let r = app
+        .client
+        .get(app.url("/nope"))
+        .header("x-request-id", "trace-me")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_eq!(body["request_id"], "trace-me");
+}

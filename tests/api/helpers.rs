@@ -1,0 +1,271 @@
+//! `spawn_app()`: a real sessiongate on port 0 with an injected clock, and
+//! typed request helpers. Logs only when `TEST_LOG` is set.
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use sessiongate::clock::{Clock, ManualClock};
+use sessiongate::config::{Config, Secret};
+use sessiongate::startup::{Application, BuildOptions};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const ISSUER: &str = "https://idp.test/";
+pub const AUDIENCE: &str = "sessiongate-test";
+/// 2026-11-25T10:00:00Z: tests start every clock here.
+pub const T0: i64 = 1_795_600_800_000;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub clock: ManualClock,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The base test configuration; `extra` is TOML merged over it.
+pub fn test_config(extra: &str) -> Config {
+    let base = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+hs256_secret = "{SECRET}"
+leeway = "0s"
+[sessions]
+reaper_interval = "1h"
+[telemetry]
+log_level = "debug"
+"#
+    );
+    let merged = merge_toml(&base, extra);
+    Config::from_toml(&merged).expect("test config is valid")
+}
+
+fn merge_toml(base: &str, extra: &str) -> String {
+    let mut a: toml::Table = base.parse().expect("base toml");
+    let b: toml::Table = extra.parse().expect("extra toml");
+    fn merge(a: &mut toml::Table, b: toml::Table) {
+        for (k, v) in b {
+            match (a.get_mut(&k), v) {
+                (Some(toml::Value::Table(at)), toml::Value::Table(bt)) => merge(at, bt),
+                (_, v) => {
+                    a.insert(k, v);
+                }
+            }
+        }
+    }
+    merge(&mut a, b);
+    toml::to_string(&a).expect("render toml")
+}
+
+fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        sessiongate::telemetry::init_logging(&Default::default());
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+pub async fn spawn_app_with(extra: &str) -> TestApp {
+    init_test_logging();
+    let clock = ManualClock::new(T0);
+    let app = Application::build(
+        test_config(extra),
+        BuildOptions {
+            production: true,
+            clock: Some(Arc::new(clock.clone()) as Arc<dyn Clock>),
+        },
+    )
+    .await
+    .expect("app builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        client: Client::new(),
+        clock,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+pub fn token(sub: &str) -> String {
+    token_with(sub, &[], Duration::from_secs(600))
+}
+
+pub fn admin_token(sub: &str) -> String {
+    token_with(sub, &["admin"], Duration::from_secs(600))
+}
+
+pub fn token_with(sub: &str, roles: &[&str], ttl: Duration) -> String {
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    sessiongate::auth::mint_token(&Secret::new(SECRET), ISSUER, AUDIENCE, sub, &roles, ttl).expect("mint")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch(&self, token: &str, path: &str, body: Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn create(&self, token: &str, tool_set: &str) -> Response {
+        self.post(token, "/v1/sessions", json!({ "tool_set": tool_set }))
+            .await
+    }
+
+    /// Create and return the session body, asserting 201.
+    pub async fn create_ok(&self, token: &str, tool_set: &str) -> Value {
+        let r = self.create(token, tool_set).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create failed");
+        r.json().await.expect("json")
+    }
+
+    pub async fn live_ids(&self, token: &str) -> Vec<String> {
+        let r = self.get(token, "/v1/sessions").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.expect("json");
+        body["sessions"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// The value of one sample line, e.g. `sessiongate_sessions_ended_total{reason="expired"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Signal shutdown and wait for the server to finish draining.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.take().expect("running").await.expect("join")
+    }
+
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Poll `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Assert a problem+json response with this status and code; returns the body.
+pub async fn assert_problem(r: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(r.status(), status, "status");
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(ct.as_deref(), Some("application/problem+json"), "content type");
+    let request_id = r
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: Value = r.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "code in {body}");
+    assert_eq!(body["status"], status.as_u16(), "status in {body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    assert_eq!(
+        body["request_id"].as_str(),
+        request_id.as_deref(),
+        "request_id matches header"
+    );
+    body
+}

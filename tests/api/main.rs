@@ -1,0 +1,15 @@
+//! Integration tests: the real server on 127.0.0.1:0, spoken to over HTTP.
+//! One binary (`cargo test --test api`), one module per area.
+
+mod helpers;
+
+mod admin;
+mod auth;
+mod cli;
+mod errors;
+mod lifecycle;
+mod observability;
+mod sessions;
+mod shutdown;
+mod store_model;
+mod store_suite;

@@ -1,0 +1,358 @@
+//! The behavioural suite every `SessionStore` backend must pass. Each case is
+//! a function of a fresh store; `store_suite!` instantiates them all for one
+//! backend. The Redis backend will be added with one more line.
+
+use sessiongate::config::OnLimit;
+use sessiongate::sessions::*;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub const NOW: i64 = 1_795_600_800_000;
+
+pub fn limits(cap: u32, on_limit: OnLimit) -> Limits {
+    Limits {
+        max_per_user: cap,
+        idle_ttl_ms: 60_000,
+        max_lifetime_ms: 600_000,
+        on_limit,
+        idempotency_ttl_ms: 3_600_000,
+    }
+}
+
+pub fn req(user: &str, tool_set: &str, now: i64, l: Limits) -> CreateRequest {
+    CreateRequest {
+        id: Uuid::now_v7(),
+        user_id: Arc::from(user),
+        tool_set: Arc::from(tool_set),
+        now,
+        limits: l,
+        idempotency: None,
+    }
+}
+
+pub async fn created(store: &dyn SessionStore, r: CreateRequest) -> (Session, Vec<Session>) {
+    match store.create(r).await.unwrap() {
+        CreateOutcome::Created { session, evicted } => (session, evicted),
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+pub async fn create_get_list(store: Arc<dyn SessionStore>) {
+    let l = limits(5, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (b, _) = created(&*store, req("alice", "research", NOW + 1, l)).await;
+    created(&*store, req("bob", "general", NOW, l)).await;
+    assert_eq!(a.expires_at, NOW + 60_000);
+    assert_eq!(store.get("alice", a.id, NOW).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        store.get("bob", a.id, NOW).await.unwrap(),
+        None,
+        "ownership is part of the lookup"
+    );
+    assert_eq!(store.list("alice", NOW + 1).await.unwrap(), vec![a, b]);
+}
+
+pub async fn expired_sessions_are_invisible_and_never_count(store: Arc<dyn SessionStore>) {
+    let l = limits(1, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let at_expiry = a.expires_at;
+    assert_eq!(store.get("alice", a.id, at_expiry).await.unwrap(), None);
+    assert!(store.list("alice", at_expiry).await.unwrap().is_empty());
+    let hb = store
+        .touch("alice", a.id, Activity::Heartbeat, at_expiry, &l)
+        .await
+        .unwrap();
+    assert_eq!(hb, None, "an expired session cannot be revived");
+    assert_eq!(store.delete("alice", a.id, at_expiry).await.unwrap(), None);
+    let (b, evicted) = created(&*store, req("alice", "general", at_expiry, l)).await;
+    assert!(evicted.is_empty());
+    assert_ne!(a.id, b.id);
+}
+
+pub async fn reject_reports_retry_after_and_live_ids(store: Arc<dyn SessionStore>) {
+    let l = limits(2, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (b, _) = created(&*store, req("alice", "general", NOW + 5_000, l)).await;
+    match store
+        .create(req("alice", "general", NOW + 10_000, l))
+        .await
+        .unwrap()
+    {
+        CreateOutcome::LimitReached { retry_after_ms, live } => {
+            assert_eq!(retry_after_ms, 50_000);
+            assert_eq!(live, vec![a.id, b.id]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+pub async fn eviction_takes_the_least_recently_active(store: Arc<dyn SessionStore>) {
+    let l = limits(2, OnLimit::EvictOldest);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (b, _) = created(&*store, req("alice", "general", NOW + 1_000, l)).await;
+    store
+        .touch("alice", a.id, Activity::Heartbeat, NOW + 2_000, &l)
+        .await
+        .unwrap()
+        .unwrap();
+    let (c, evicted) = created(&*store, req("alice", "general", NOW + 3_000, l)).await;
+    assert_eq!(evicted.iter().map(|s| s.id).collect::<Vec<_>>(), vec![b.id]);
+    let mut live: Vec<Uuid> = store
+        .list("alice", NOW + 3_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    live.sort();
+    let mut want = vec![a.id, c.id];
+    want.sort();
+    assert_eq!(live, want);
+    // A lowered cap evicts down to it.
+    let l1 = limits(1, OnLimit::EvictOldest);
+    let (d, evicted) = created(&*store, req("alice", "general", NOW + 4_000, l1)).await;
+    assert_eq!(evicted.len(), 2);
+    assert_eq!(store.list("alice", NOW + 4_000).await.unwrap(), vec![d]);
+}
+
+pub async fn activities_move_last_active_and_expiry(store: Arc<dyn SessionStore>) {
+    let l = limits(3, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let t = store
+        .touch("alice", a.id, Activity::Query, NOW + 10, &l)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.session.conversation_turns, t.session.last_active_at),
+        (1, NOW + 10)
+    );
+    assert_eq!(t.session.expires_at, NOW + 10 + 60_000);
+    let t = store
+        .touch(
+            "alice",
+            a.id,
+            Activity::Migrate {
+                tool_set: Arc::from("coding"),
+            },
+            NOW + 20,
+            &l,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&*t.previous_tool_set, "general");
+    assert_eq!(
+        (
+            &*t.session.tool_set,
+            t.session.conversation_turns,
+            t.session.migrations
+        ),
+        ("coding", 0, 1)
+    );
+    assert_eq!(
+        store.get("alice", a.id, NOW + 20).await.unwrap(),
+        Some(t.session.clone())
+    );
+    assert_eq!(
+        store
+            .touch("bob", a.id, Activity::Heartbeat, NOW + 30, &l)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn delete_and_revoke_end_sessions_at_once(store: Arc<dyn SessionStore>) {
+    let l = limits(3, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (b, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (c, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    assert_eq!(store.delete("bob", a.id, NOW).await.unwrap(), None);
+    assert_eq!(
+        store.delete("alice", a.id, NOW).await.unwrap().map(|s| s.id),
+        Some(a.id)
+    );
+    let mut revoked: Vec<Uuid> = store
+        .revoke_user("alice", NOW)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    revoked.sort();
+    let mut want = vec![b.id, c.id];
+    want.sort();
+    assert_eq!(revoked, want);
+    assert!(store.list("alice", NOW).await.unwrap().is_empty());
+    assert!(
+        store.reap(NOW + 1_000_000, 100).await.unwrap().is_empty(),
+        "ended sessions are not reaped again"
+    );
+}
+
+pub async fn reap_returns_each_expired_session_exactly_once(store: Arc<dyn SessionStore>) {
+    let l = limits(100, OnLimit::Reject);
+    let mut all = Vec::new();
+    for i in 0..50 {
+        let user = format!("u{}", i % 7);
+        all.push(created(&*store, req(&user, "general", NOW + i, l)).await.0.id);
+    }
+    let (alive, _) = created(&*store, req("late", "general", NOW + 30_000, l)).await;
+    let at = NOW + 60_000 + 49;
+    let reapers = (0..4).map(|_| {
+        let s = store.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.reap(at, 7).await.unwrap();
+                if batch.is_empty() {
+                    break got;
+                }
+                got.extend(batch.into_iter().map(|s| s.id));
+            }
+        })
+    });
+    let mut reaped: Vec<Uuid> = futures::future::join_all(reapers)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    reaped.sort();
+    all.sort();
+    assert_eq!(
+        reaped, all,
+        "every expired session once, none twice, the live one kept"
+    );
+    assert_eq!(
+        store.get("late", alive.id, at).await.unwrap().map(|s| s.id),
+        Some(alive.id)
+    );
+}
+
+pub async fn stats_count_live_by_tool_set_and_pending_expiries(store: Arc<dyn SessionStore>) {
+    let l = limits(10, OnLimit::Reject);
+    created(&*store, req("alice", "general", NOW, l)).await;
+    created(&*store, req("alice", "coding", NOW + 30_000, l)).await;
+    created(&*store, req("bob", "coding", NOW + 30_000, l)).await;
+    let stats = store.stats(NOW + 60_000).await.unwrap();
+    assert_eq!(stats.expired_pending, 1);
+    assert_eq!(
+        stats
+            .active_by_tool_set
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<Vec<_>>(),
+        vec![("coding".into(), 2)]
+    );
+    store.reap(NOW + 60_000, 100).await.unwrap();
+    assert_eq!(store.stats(NOW + 60_000).await.unwrap().expired_pending, 0);
+}
+
+pub async fn idempotency_replays_conflicts_and_expires(store: Arc<dyn SessionStore>) {
+    let l = limits(1, OnLimit::EvictOldest);
+    let with_key = |key: &str, fp: &str, now: i64| {
+        let mut r = req("alice", "general", now, l);
+        r.idempotency = Some(IdempotencyRequest {
+            key: key.into(),
+            fingerprint: fp.into(),
+        });
+        r
+    };
+    let (victim, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (first, evicted) = created(&*store, with_key("k", "fp1", NOW + 1)).await;
+    assert_eq!(evicted.iter().map(|s| s.id).collect::<Vec<_>>(), vec![victim.id]);
+    store.delete("alice", first.id, NOW + 2).await.unwrap();
+    assert_eq!(
+        store.create(with_key("k", "fp1", NOW + 3)).await.unwrap(),
+        CreateOutcome::Replayed {
+            session: first.clone(),
+            evicted_ids: vec![victim.id]
+        }
+    );
+    assert_eq!(
+        store.create(with_key("k", "fp2", NOW + 4)).await.unwrap(),
+        CreateOutcome::IdempotencyConflict
+    );
+    assert!(
+        store.list("alice", NOW + 4).await.unwrap().is_empty(),
+        "replays and conflicts create nothing"
+    );
+    // After the TTL the key is free again (once the reaper has run, or not).
+    let after = NOW + 1 + 3_600_000;
+    store.reap(after, 100).await.unwrap();
+    let (again, _) = created(&*store, with_key("k", "fp1", after)).await;
+    assert_ne!(again.id, first.id);
+}
+
+pub async fn the_cap_holds_under_concurrent_creates(store: Arc<dyn SessionStore>) {
+    for on_limit in [OnLimit::Reject, OnLimit::EvictOldest] {
+        let user = format!("busy-{on_limit:?}");
+        let l = limits(3, on_limit);
+        let tasks = (0..30).map(|i| {
+            let s = store.clone();
+            let r = req(&user, "general", NOW + (i % 3), l);
+            tokio::spawn(async move { s.create(r).await.unwrap() })
+        });
+        let outcomes: Vec<CreateOutcome> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let created = outcomes
+            .iter()
+            .filter(|o| matches!(o, CreateOutcome::Created { .. }))
+            .count();
+        let live = store.list(&user, NOW + 3).await.unwrap().len();
+        assert_eq!(live, 3, "{on_limit:?}");
+        if on_limit == OnLimit::Reject {
+            assert_eq!(created, 3);
+        } else {
+            let evicted: usize = outcomes
+                .iter()
+                .map(|o| {
+                    if let CreateOutcome::Created { evicted, .. } = o {
+                        evicted.len()
+                    } else {
+                        0
+                    }
+                })
+                .sum();
+            assert_eq!((created, evicted), (30, 27));
+        }
+    }
+}
+
+macro_rules! store_suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            store_suite!(@cases $make;
+                create_get_list,
+                expired_sessions_are_invisible_and_never_count,
+                reject_reports_retry_after_and_live_ids,
+                eviction_takes_the_least_recently_active,
+                activities_move_last_active_and_expiry,
+                delete_and_revoke_end_sessions_at_once,
+                reap_returns_each_expired_session_exactly_once,
+                stats_count_live_by_tool_set_and_pending_expiries,
+                idempotency_replays_conflicts_and_expires,
+                the_cap_holds_under_concurrent_creates,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let make = $make;
+                let store: Arc<dyn SessionStore> = make().await;
+                super::$case(store).await;
+            }
+        )*
+    };
+}
+
+store_suite!(memory, || async {
+    Arc::new(sessiongate::store::MemoryStore::new()) as Arc<dyn SessionStore>
+});
