@@ -46,7 +46,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Refuse to start without key material (no dev mode).
-    #[arg(long, env = "SESSIONGATE_PRODUCTION")]
+    #[arg(
+        long,
+        env = "SESSIONGATE_PRODUCTION",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub production: bool,
 }
 

@@ -11,6 +11,7 @@
 //! - [`auth`]: JWT verification, principals and roles. No sessions.
 //! - [`telemetry`]: the metrics catalog, domain events, log set-up.
 //! - [`http`]: router, handlers, extractors, middleware, problem+json.
+//! - [`net`]: outbound HTTP clients (TLS set-up, timeouts).
 //! - [`startup`]: the composition root (`Application::build`, `run_until_stopped`).
 //! - [`cli`]: the command line.
 //!
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod net;
 pub mod sessions;
 pub mod startup;
 pub mod store;

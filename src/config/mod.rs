@@ -6,6 +6,7 @@
 //! or how the values are used; it only says what a valid configuration is, and
 //! every validation message names the key it is about.
 
+pub mod duration;
 mod secret;
 
 pub use secret::Secret;
@@ -39,9 +40,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Empty: `/metrics` is served on the main listener.
     pub metrics_listen: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_grace: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
@@ -65,7 +66,7 @@ impl Default for ServerConfig {
 pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub leeway: Duration,
     pub hs256_secret: Secret,
     pub hs256_secret_file: String,
@@ -114,14 +115,14 @@ pub enum OnLimit {
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {
     pub max_per_user: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub idle_ttl: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub max_lifetime: Duration,
     pub on_limit: OnLimit,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub idempotency_ttl: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub reaper_interval: Duration,
 }
 
@@ -177,9 +178,9 @@ pub enum AgentKind {
 pub struct AgentConfig {
     pub kind: AgentKind,
     /// Echo only: simulated work per query, for load tests.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub echo_latency: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub timeout: Duration,
 }
 
@@ -343,6 +344,10 @@ impl Config {
         check(
             !self.auth.admin_role.is_empty(),
             "auth.admin_role: must not be empty",
+        );
+        check(
+            self.auth.hs256_secret.expose() != "[redacted]",
+            "auth.hs256_secret: is the literal \"[redacted]\" copied from check-config output",
         );
         check(
             self.auth.hs256_secret.is_empty() || self.auth.hs256_secret_file.is_empty(),

@@ -37,7 +37,7 @@ impl Events {
             .absolute(0);
             m.gauge(catalog::SESSIONS_ACTIVE, vec![Label::new("tool_set", ts.clone())])
                 .set(0.0);
-            for to in tool_sets {
+            for to in tool_sets.iter().filter(|to| *to != ts) {
                 m.counter(catalog::SESSION_MIGRATIONS, migration_labels(ts, to))
                     .absolute(0);
             }

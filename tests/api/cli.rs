@@ -59,12 +59,19 @@ fn production_refuses_to_start_without_key_material() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("no key material"));
-    let out = bin()
-        .env("SESSIONGATE_PRODUCTION", "1")
-        .env("SESSIONGATE__SERVER__LISTEN", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the env variable works too");
+    for value in ["1", "true", "yes"] {
+        let out = bin()
+            .env("SESSIONGATE_PRODUCTION", value)
+            .env("SESSIONGATE__SERVER__LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("no key material"),
+            "SESSIONGATE_PRODUCTION={value}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -154,7 +161,7 @@ async fn dev_mode_prints_a_working_token_and_binds_loopback() {
         addr.starts_with("127.0.0.1:"),
         "dev mode binds loopback, got {addr}"
     );
-    let r = reqwest::Client::new()
+    let r = client()
         .get(format!("http://{addr}/v1/sessions"))
         .bearer_auth(token)
         .send()

@@ -95,11 +95,17 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     }));
     TestApp {
         addr,
-        client: Client::new(),
+        client: client(),
         clock,
         shutdown: Some(tx),
         handle: Some(handle),
     }
+}
+
+/// A plain HTTP client for talking to test servers.
+pub fn client() -> Client {
+    sessiongate::net::init_tls();
+    Client::new()
 }
 
 pub fn token(sub: &str) -> String {

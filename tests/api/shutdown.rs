@@ -24,7 +24,11 @@ async fn in_flight_requests_finish_after_shutdown_is_signalled() {
     let addr = app.addr;
     app.stop().await.expect("clean stop");
     assert!(
-        reqwest::get(format!("http://{addr}/healthz")).await.is_err(),
+        client()
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_err(),
         "no longer accepting"
     );
 }

@@ -1,0 +1,53 @@
+//! Durations in config are strings like `"30m"`, `"1s"` or `"250ms"`: parsed
+//! by humantime, printed back in the largest whole unit, so `check-config`
+//! output reads like the file it came from and parses again.
+
+use serde::{Deserialize, Deserializer, Serializer};
+use std::time::Duration;
+
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30m\" ({e})")))
+}
+
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format(*d))
+}
+
+/// The shortest exact rendering in h, m, s or ms: `24h`, `90s`, `250ms`, `0ms`.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000)] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{ms}ms")
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_in_the_largest_whole_unit() {
+        assert_eq!(format(Duration::from_secs(86_400)), "24h");
+        assert_eq!(format(Duration::from_secs(7_200)), "2h");
+        assert_eq!(format(Duration::from_secs(1_800)), "30m");
+        assert_eq!(format(Duration::from_secs(90)), "90s");
+        assert_eq!(format(Duration::from_millis(1_500)), "1500ms");
+        assert_eq!(format(Duration::ZERO), "0ms");
+        for d in [
+            Duration::from_secs(86_400),
+            Duration::from_millis(250),
+            Duration::from_secs(90),
+        ] {
+            assert_eq!(humantime::parse_duration(&format(d)).unwrap(), d, "round trip");
+        }
+    }
+}
