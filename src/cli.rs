@@ -10,11 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sessiongate",
-    version,
-    about = "Agent sessions for authenticated frontend clients"
-)]
+#[command(name = "sessiongate", version, about = "Agent sessions for authenticated frontend clients")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -28,6 +24,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Mint an HS256 token with the configured secret (development, load tests).
     Token(TokenArgs),
+    /// Make a new random API key and print it with the SHA-256 to configure.
+    HashKey(HashKeyArgs),
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig(ConfigArg),
     /// Print the OpenAPI document.
@@ -70,6 +68,16 @@ pub struct TokenArgs {
     pub ttl: Duration,
 }
 
+#[derive(Debug, Args)]
+pub struct HashKeyArgs {
+    /// The service's id (the principal becomes `apikey:<id>`).
+    #[arg(long, default_value = "my-service")]
+    pub id: String,
+    /// Hash this key instead of making a new one.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
@@ -81,9 +89,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                  (in dev mode the server prints its own tokens at start-up)",
             )?;
             let a = &config.auth;
+            println!("{}", mint_token(&secret, &a.issuer, &a.audience, &args.sub, &args.roles, args.ttl)?);
+            Ok(())
+        }
+        Some(Command::HashKey(args)) => {
+            let (key, sha256) = match args.key {
+                Some(k) => {
+                    let h = crate::auth::api_keys::hash(&k);
+                    (k, h)
+                }
+                None => crate::auth::api_keys::generate(),
+            };
             println!(
-                "{}",
-                mint_token(&secret, &a.issuer, &a.audience, &args.sub, &args.roles, args.ttl)?
+                "# Give the key to the service (send it as `X-API-Key`); keep only the hash in config.\n\
+                 # key: {key}\n[[auth.api_keys]]\nid = \"{}\"\nsha256 = \"{sha256}\"\nroles = []",
+                args.id
             );
             Ok(())
         }
@@ -102,14 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.config.as_deref())?;
     crate::telemetry::init_logging(&config.telemetry);
-    let app = Application::build(
-        config,
-        BuildOptions {
-            production: args.production,
-            clock: None,
-        },
-    )
-    .await?;
+    let app = Application::build(config, BuildOptions { production: args.production, clock: None }).await?;
     let addr = app.local_addr();
     if let Some(dev) = app.dev_credentials() {
         tracing::warn!(

@@ -5,7 +5,7 @@
 //! serves until the shutdown future resolves, then drains. Tests build it on
 //! port 0 exactly as `main` does.
 
-use crate::auth::{Authenticator, JwtVerifier, mint_token};
+use crate::auth::{self, Jwks, mint_token};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
 use crate::http::{self, AppState};
@@ -43,31 +43,31 @@ pub struct Application {
     state: AppState,
     config: Config,
     dev: Option<DevCredentials>,
+    jwks: Option<Arc<Jwks>>,
 }
 
 impl Application {
     pub async fn build(mut config: Config, options: BuildOptions) -> anyhow::Result<Self> {
-        let (secret, dev) = match config.auth.load_hs256_secret()? {
-            Some(secret) => {
-                if secret.expose().len() < 32 {
-                    if options.production {
-                        bail!("auth.hs256_secret: must be at least 32 bytes (256 bits) in production");
-                    }
-                    tracing::warn!(
-                        "auth.hs256_secret is shorter than 32 bytes; acceptable only for development"
-                    );
-                }
-                (secret, false)
+        let dev = !config.auth.has_key_material();
+        let secret = if dev {
+            if options.production {
+                bail!(
+                    "auth: no key material configured (set auth.hs256_secret(_file), auth.public_key_files, \
+                     auth.jwks_url or auth.api_keys); --production refuses to start in dev mode"
+                );
             }
-            None if options.production => bail!(
-                "auth: no key material configured (set auth.hs256_secret or auth.hs256_secret_file); \
-                 --production refuses to start in dev mode"
-            ),
-            None => (Secret::new(hex::encode(rand::random::<[u8; 32]>())), true),
-        };
-        if dev {
             force_loopback(&mut config);
-        }
+            Some(Secret::new(hex::encode(rand::random::<[u8; 32]>())))
+        } else {
+            let secret = config.auth.load_hs256_secret()?;
+            if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+                if options.production {
+                    bail!("auth.hs256_secret: must be at least 32 bytes (256 bits) in production");
+                }
+                tracing::warn!("auth.hs256_secret is shorter than 32 bytes; acceptable only for development");
+            }
+            secret
+        };
 
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let metrics = Arc::new(Metrics::new());
@@ -84,29 +84,20 @@ impl Application {
             agent_timeout: config.agent.timeout,
             events: events.clone(),
         }));
+        let (auth, jwks) =
+            auth::build(&config.auth, secret.as_ref(), options.production, events.clone()).await?;
+        let auth = Arc::new(auth);
         let a = &config.auth;
-        let auth = Arc::new(Authenticator::new(JwtVerifier::hs256(
-            &secret,
-            &a.issuer,
-            &a.audience,
-            a.leeway,
-            &a.admin_role,
-        )));
-        let dev = if dev {
-            let ttl = Duration::from_secs(24 * 3600);
-            Some(DevCredentials {
-                user_token: mint_token(&secret, &a.issuer, &a.audience, "dev-user", &[], ttl)?,
-                admin_token: mint_token(
-                    &secret,
-                    &a.issuer,
-                    &a.audience,
-                    "dev-admin",
-                    std::slice::from_ref(&a.admin_role),
-                    ttl,
-                )?,
-            })
-        } else {
-            None
+        let dev = match secret.filter(|_| dev) {
+            Some(secret) => {
+                let ttl = Duration::from_secs(24 * 3600);
+                let admin = std::slice::from_ref(&a.admin_role);
+                Some(DevCredentials {
+                    user_token: mint_token(&secret, &a.issuer, &a.audience, "dev-user", &[], ttl)?,
+                    admin_token: mint_token(&secret, &a.issuer, &a.audience, "dev-admin", admin, ttl)?,
+                })
+            }
+            None => None,
         };
 
         let listener = TcpListener::bind(config.server.listen)
@@ -115,31 +106,15 @@ impl Application {
         let metrics_listener = if config.server.metrics_listen.is_empty() {
             None
         } else {
-            let addr: SocketAddr = config
-                .server
-                .metrics_listen
-                .parse()
-                .context("server.metrics_listen")?;
+            let addr: SocketAddr = config.server.metrics_listen.parse().context("server.metrics_listen")?;
             Some(
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("server.metrics_listen: cannot bind {addr}"))?,
             )
         };
-        let state = AppState {
-            service,
-            auth,
-            events,
-            metrics,
-            draining: Default::default(),
-        };
-        Ok(Self {
-            listener,
-            metrics_listener,
-            state,
-            config,
-            dev,
-        })
+        let state = AppState { service, auth, events, metrics, draining: Default::default() };
+        Ok(Self { listener, metrics_listener, state, config, dev, jwks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -170,22 +145,14 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            metrics_listener,
-            state,
-            config,
-            ..
-        } = self;
+        let Application { listener, metrics_listener, state, config, jwks, .. } = self;
         let stop = CancellationToken::new();
         let background = CancellationToken::new();
 
         let reaper = tokio::spawn(
-            state
-                .service
-                .clone()
-                .run_reaper(config.sessions.reaper_interval, background.clone()),
+            state.service.clone().run_reaper(config.sessions.reaper_interval, background.clone()),
         );
+        let jwks_refresher = jwks.map(|j| tokio::spawn(j.run_refresher(background.clone())));
         let upkeep = {
             let metrics = state.metrics.clone();
             let cancel = background.clone();
@@ -203,11 +170,9 @@ impl Application {
         let metrics_server = metrics_listener.map(|l| {
             let app = http::metrics_router(state.clone());
             let stop = stop.clone();
-            tokio::spawn(async move {
-                axum::serve(l, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            })
+            tokio::spawn(
+                async move { axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await },
+            )
         });
 
         let app = http::router(state.clone(), &config.server, metrics_server.is_none());
@@ -225,10 +190,7 @@ impl Application {
         tokio::spawn(async move {
             shutdown.await;
             draining.store(true, Ordering::SeqCst);
-            tracing::info!(
-                event = "shutdown",
-                "shutdown requested; draining in-flight requests"
-            );
+            tracing::info!(event = "shutdown", "shutdown requested; draining in-flight requests");
             stop_on_signal.cancel();
         });
 
@@ -240,6 +202,9 @@ impl Application {
         };
         background.cancel();
         let _ = tokio::join!(reaper, upkeep);
+        if let Some(j) = jwks_refresher {
+            let _ = j.await;
+        }
         if let Some(m) = metrics_server {
             m.abort();
         }

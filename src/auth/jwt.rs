@@ -1,13 +1,16 @@
-//! Bearer JWT verification and minting (HS256).
+//! Bearer JWT verification, and minting (HS256) for development.
 //!
-//! RFC 8725 rules: the algorithm is fixed by the configured key (never taken
-//! from the token alone; `none` is never accepted); `exp`, `sub`, `iss` and
-//! `aud` are required; `nbf` is checked; a small leeway absorbs clock skew.
+//! RFC 8725 rules: an explicit algorithm allowlist; the algorithm must fit the
+//! key (never taken from the token alone; `none` is never accepted); `exp`,
+//! `sub`, `iss` and `aud` are required; `nbf` is checked; a small leeway
+//! absorbs clock skew.
 
+use super::jwks::Jwks;
+use super::keys::{ALLOWED, VerifyingKey};
 use super::{AuthFailure, Principal, PrincipalKind, roles_from};
 use crate::config::Secret;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,47 +34,129 @@ pub struct Claims {
     pub scope: Option<String>,
 }
 
+/// Verifies bearer tokens against the configured keys and, when one is
+/// configured, a JWKS.
 pub struct JwtVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    /// The HS256 secret and the PEM keys.
+    static_keys: Vec<Arc<VerifyingKey>>,
+    jwks: Option<Arc<Jwks>>,
+    /// One prepared validation per allowed algorithm.
+    validations: Vec<(Algorithm, Validation)>,
     admin_role: String,
 }
 
 impl JwtVerifier {
-    pub fn hs256(secret: &Secret, issuer: &str, audience: &str, leeway: Duration, admin_role: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
-        validation.leeway = leeway.as_secs();
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
+    pub fn new(
+        static_keys: Vec<VerifyingKey>,
+        jwks: Option<Arc<Jwks>>,
+        issuer: &str,
+        audience: &str,
+        leeway: Duration,
+        admin_role: &str,
+    ) -> Self {
+        let validations = ALLOWED
+            .iter()
+            .map(|&alg| {
+                let mut v = Validation::new(alg);
+                v.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+                v.validate_nbf = true;
+                v.validate_exp = true;
+                v.leeway = leeway.as_secs();
+                v.set_issuer(&[issuer]);
+                v.set_audience(&[audience]);
+                (alg, v)
+            })
+            .collect();
         Self {
-            key: DecodingKey::from_secret(secret.expose().as_bytes()),
-            validation,
+            static_keys: static_keys.into_iter().map(Arc::new).collect(),
+            jwks,
+            validations,
             admin_role: admin_role.to_string(),
         }
     }
 
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
+    /// A verifier for HS256 tokens only (dev mode, tests).
+    pub fn hs256(secret: &Secret, issuer: &str, audience: &str, leeway: Duration, admin_role: &str) -> Self {
+        Self::new(
+            vec![VerifyingKey::hmac(secret.expose().as_bytes())],
+            None,
+            issuer,
+            audience,
+            leeway,
+            admin_role,
+        )
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthFailure::Malformed);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| classify(e.kind()))?;
-        let claims = data.claims;
+        // The header only chooses among our keys; `jku`/`x5u` are never read.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
+        let alg = header.alg;
+        let validation = self
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+            .ok_or(AuthFailure::BadSignature)?;
+        let claims = match header.kid {
+            Some(kid) => {
+                let key = self.key_for_kid(&kid).await.ok_or(AuthFailure::UnknownKid)?;
+                if !key.accepts(alg) {
+                    return Err(AuthFailure::BadSignature);
+                }
+                decode(token, &key, validation)?
+            }
+            None => self.try_family(token, alg, validation)?,
+        };
+        self.principal(claims)
+    }
+
+    async fn key_for_kid(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
+        if let Some(k) = self.static_keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
+            return Some(k.clone());
+        }
+        let jwks = self.jwks.as_ref()?;
+        if let Some(k) = jwks.current().find(kid) {
+            return Some(k.clone());
+        }
+        if jwks.refetch_for(kid).await { jwks.current().find(kid).cloned() } else { None }
+    }
+
+    /// No `kid`: try every key of the algorithm's family; the first whose
+    /// signature matches decides.
+    fn try_family(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        validation: &Validation,
+    ) -> Result<Claims, AuthFailure> {
+        let jwks = self.jwks.as_ref().map(|j| j.current());
+        let jwks_keys = jwks.iter().flat_map(|c| c.keys.iter());
+        for key in self.static_keys.iter().chain(jwks_keys).filter(|k| k.accepts(alg)) {
+            match decode(token, key, validation) {
+                Err(AuthFailure::BadSignature) => continue,
+                other => return other,
+            }
+        }
+        Err(AuthFailure::BadSignature)
+    }
+
+    fn principal(&self, claims: Claims) -> Result<Principal, AuthFailure> {
         if claims.sub.is_empty() || claims.sub.len() > 256 || claims.sub.starts_with("apikey:") {
             return Err(AuthFailure::Malformed);
         }
         let roles = roles_from(&claims);
         let is_admin = roles.contains(&self.admin_role);
-        Ok(Principal {
-            id: Arc::from(claims.sub),
-            kind: PrincipalKind::User,
-            roles,
-            is_admin,
-        })
+        Ok(Principal { id: Arc::from(claims.sub), kind: PrincipalKind::User, roles, is_admin })
     }
+}
+
+fn decode(token: &str, key: &VerifyingKey, validation: &Validation) -> Result<Claims, AuthFailure> {
+    jsonwebtoken::decode::<Claims>(token, &key.key, validation)
+        .map(|d| d.claims)
+        .map_err(|e| classify(e.kind()))
 }
 
 fn classify(kind: &ErrorKind) -> AuthFailure {
@@ -127,50 +212,36 @@ mod tests {
         JwtVerifier::hs256(&secret(), "iss", "aud", Duration::from_secs(0), "admin")
     }
 
-    #[test]
-    fn accepts_a_minted_token_with_roles() {
-        let t = mint_token(
-            &secret(),
-            "iss",
-            "aud",
-            "alice",
-            &["admin".into()],
-            Duration::from_secs(60),
-        )
-        .unwrap();
-        let p = verifier().verify(&t).unwrap();
+    #[tokio::test]
+    async fn accepts_a_minted_token_with_roles() {
+        let t =
+            mint_token(&secret(), "iss", "aud", "alice", &["admin".into()], Duration::from_secs(60)).unwrap();
+        let p = verifier().verify(&t).await.unwrap();
         assert_eq!(&*p.id, "alice");
         assert!(p.is_admin);
     }
 
-    #[test]
-    fn refuses_wrong_issuer_audience_and_key() {
+    #[tokio::test]
+    async fn refuses_wrong_issuer_audience_and_key() {
         let ttl = Duration::from_secs(60);
         let t = mint_token(&secret(), "other", "aud", "a", &[], ttl).unwrap();
-        assert_eq!(verifier().verify(&t), Err(AuthFailure::BadIssuer));
+        assert_eq!(verifier().verify(&t).await, Err(AuthFailure::BadIssuer));
         let t = mint_token(&secret(), "iss", "other", "a", &[], ttl).unwrap();
-        assert_eq!(verifier().verify(&t), Err(AuthFailure::BadAudience));
-        let t = mint_token(
-            &Secret::new("another-secret-another-secret-xx"),
-            "iss",
-            "aud",
-            "a",
-            &[],
-            ttl,
-        )
-        .unwrap();
-        assert_eq!(verifier().verify(&t), Err(AuthFailure::BadSignature));
-        assert_eq!(verifier().verify("not.a.jwt"), Err(AuthFailure::Malformed));
+        assert_eq!(verifier().verify(&t).await, Err(AuthFailure::BadAudience));
+        let t = mint_token(&Secret::new("another-secret-another-secret-xx"), "iss", "aud", "a", &[], ttl)
+            .unwrap();
+        assert_eq!(verifier().verify(&t).await, Err(AuthFailure::BadSignature));
+        assert_eq!(verifier().verify("not.a.jwt").await, Err(AuthFailure::Malformed));
     }
 
-    #[test]
-    fn refuses_alg_none() {
+    #[tokio::test]
+    async fn refuses_alg_none() {
         use base64_like::encode;
         let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
         let now = jsonwebtoken::get_current_timestamp();
         let body = encode(format!(r#"{{"sub":"a","exp":{},"iss":"iss","aud":"aud"}}"#, now + 60).as_bytes());
         let token = format!("{header}.{body}.");
-        assert!(verifier().verify(&token).is_err());
+        assert_eq!(verifier().verify(&token).await, Err(AuthFailure::Malformed));
     }
 
     /// URL-safe base64 without padding, enough for building hostile tokens.

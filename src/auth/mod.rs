@@ -1,13 +1,22 @@
-//! Who is calling: bearer JWTs today (HS256), resolved into a `Principal` with
-//! roles. Every refusal is an `AuthFailure` with one fixed reason.
+//! Who is calling: bearer JWTs (HS256, RS256, PS256, ES256, EdDSA from a
+//! secret, PEM files or a JWKS) and service API keys, resolved into a
+//! `Principal` with roles. Every refusal is an `AuthFailure` with one fixed reason.
 //!
 //! This module knows nothing of sessions, stores or HTTP routing; the HTTP
 //! layer turns failures into 401/403 responses.
 
+pub mod api_keys;
+mod jwks;
 mod jwt;
+pub mod keys;
 
-pub use jwt::{Claims, JwtVerifier, mint_token};
+pub use api_keys::ApiKeys;
+pub use jwks::Jwks;
+pub use jwt::{Claims, JwtVerifier, MAX_TOKEN_BYTES, mint_token};
 
+use crate::config::{AuthConfig, Secret};
+use crate::telemetry::Events;
+use keys::VerifyingKey;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,16 +110,17 @@ pub fn roles_from(claims: &Claims) -> Vec<String> {
 /// Resolves request credentials into a principal.
 pub struct Authenticator {
     jwt: JwtVerifier,
+    api_keys: ApiKeys,
 }
 
 impl Authenticator {
-    pub fn new(jwt: JwtVerifier) -> Self {
-        Self { jwt }
+    pub fn new(jwt: JwtVerifier, api_keys: ApiKeys) -> Self {
+        Self { jwt, api_keys }
     }
 
     /// `authorization` is the raw `Authorization` header, `api_key` the raw
     /// `X-API-Key` header. Both present is ambiguous and refused.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         authorization: Option<&[u8]>,
         api_key: Option<&[u8]>,
@@ -118,22 +128,62 @@ impl Authenticator {
         match (authorization, api_key) {
             (Some(_), Some(_)) => Err(AuthFailure::Ambiguous),
             (None, None) => Err(AuthFailure::Missing),
-            // No API keys are configured yet: every key is refused.
-            (None, Some(_)) => Err(AuthFailure::BadApiKey),
+            (None, Some(key)) => self.api_keys.authenticate(key),
             (Some(raw), None) => {
                 let value = std::str::from_utf8(raw).map_err(|_| AuthFailure::Malformed)?;
                 let token = bearer_token(value).ok_or(AuthFailure::Malformed)?;
-                self.jwt.verify(token)
+                self.jwt.verify(token).await
             }
         }
     }
 }
 
+/// The authenticator for `config`, and the JWKS (if any) whose refresher the
+/// caller must run. `hs256` is the secret to accept (configured, or dev mode's).
+pub async fn build(
+    config: &AuthConfig,
+    hs256: Option<&Secret>,
+    production: bool,
+    events: Arc<Events>,
+) -> anyhow::Result<(Authenticator, Option<Arc<Jwks>>)> {
+    use anyhow::Context;
+    let mut keys = Vec::new();
+    if let Some(secret) = hs256 {
+        keys.push(VerifyingKey::hmac(secret.expose().as_bytes()));
+    }
+    for (i, path) in config.public_key_files.iter().enumerate() {
+        keys.push(
+            VerifyingKey::from_pem_file(std::path::Path::new(path))
+                .with_context(|| format!("auth.public_key_files[{i}]"))?,
+        );
+    }
+    let jwks = if config.jwks_url.is_empty() {
+        None
+    } else {
+        let jwks =
+            Arc::new(Jwks::new(config.jwks_url.clone(), config.jwks_refresh, config.jwks_cooldown, events));
+        if let Err(e) = jwks.refresh().await {
+            if production {
+                anyhow::bail!("auth.jwks_url: cannot fetch the key set at start-up: {e}");
+            }
+            tracing::warn!(error = %e, "auth.jwks_url: cannot fetch the key set at start-up; will retry");
+        }
+        Some(jwks)
+    };
+    let jwt = JwtVerifier::new(
+        keys,
+        jwks.clone(),
+        &config.issuer,
+        &config.audience,
+        config.leeway,
+        &config.admin_role,
+    );
+    let api_keys = ApiKeys::from_config(&config.api_keys, &config.admin_role)?;
+    Ok((Authenticator::new(jwt, api_keys), jwks))
+}
+
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }

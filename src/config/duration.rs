@@ -42,11 +42,7 @@ mod tests {
         assert_eq!(format(Duration::from_secs(90)), "90s");
         assert_eq!(format(Duration::from_millis(1_500)), "1500ms");
         assert_eq!(format(Duration::ZERO), "0ms");
-        for d in [
-            Duration::from_secs(86_400),
-            Duration::from_millis(250),
-            Duration::from_secs(90),
-        ] {
+        for d in [Duration::from_secs(86_400), Duration::from_millis(250), Duration::from_secs(90)] {
             assert_eq!(humantime::parse_duration(&format(d)).unwrap(), d, "round trip");
         }
     }

@@ -70,7 +70,28 @@ pub struct AuthConfig {
     pub leeway: Duration,
     pub hs256_secret: Secret,
     pub hs256_secret_file: String,
+    /// PEM public keys (RSA, P-256 or Ed25519); each file's stem is its `kid`.
+    pub public_key_files: Vec<String>,
+    /// Pinned JWKS location: https, or http on a loopback host.
+    pub jwks_url: String,
+    #[serde(with = "duration")]
+    pub jwks_refresh: Duration,
+    /// Least time between two JWKS fetches of any kind.
+    #[serde(with = "duration")]
+    pub jwks_cooldown: Duration,
     pub admin_role: String,
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// A service credential: only the SHA-256 of the key is configured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub id: String,
+    /// Lower-case hex SHA-256 of the key (`sessiongate hash-key` prints one).
+    pub sha256: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -81,15 +102,25 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(30),
             hs256_secret: Secret::default(),
             hs256_secret_file: String::new(),
+            public_key_files: Vec::new(),
+            jwks_url: String::new(),
+            jwks_refresh: Duration::from_secs(300),
+            jwks_cooldown: Duration::from_secs(30),
             admin_role: "admin".into(),
+            api_keys: Vec::new(),
         }
     }
 }
 
 impl AuthConfig {
-    /// True when no key material is configured: the server then runs in dev mode.
+    /// False when no key material at all is configured: the server then runs
+    /// in dev mode.
     pub fn has_key_material(&self) -> bool {
-        !self.hs256_secret.is_empty() || !self.hs256_secret_file.is_empty()
+        !self.hs256_secret.is_empty()
+            || !self.hs256_secret_file.is_empty()
+            || !self.public_key_files.is_empty()
+            || !self.jwks_url.is_empty()
+            || !self.api_keys.is_empty()
     }
 
     /// The HS256 secret, read from the file when one is named.
@@ -161,9 +192,7 @@ impl StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            backend: StoreBackend::Memory,
-        }
+        Self { backend: StoreBackend::Memory }
     }
 }
 
@@ -186,11 +215,7 @@ pub struct AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        Self {
-            kind: AgentKind::Echo,
-            echo_latency: Duration::ZERO,
-            timeout: Duration::from_secs(30),
-        }
+        Self { kind: AgentKind::Echo, echo_latency: Duration::ZERO, timeout: Duration::from_secs(30) }
     }
 }
 
@@ -214,16 +239,8 @@ pub fn default_tool_sets() -> Vec<ToolSetConfig> {
     };
     vec![
         ts("general", "Everyday tools", &["search", "calculator"]),
-        ts(
-            "research",
-            "Web research and summarising",
-            &["search", "browser", "summarize"],
-        ),
-        ts(
-            "coding",
-            "Code reading and execution",
-            &["code_interpreter", "repo_search"],
-        ),
+        ts("research", "Web research and summarising", &["search", "browser", "summarize"]),
+        ts("coding", "Code reading and execution", &["code_interpreter", "repo_search"]),
     ]
 }
 
@@ -243,10 +260,7 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            log_format: LogFormat::Json,
-            log_level: "info".into(),
-        }
+        Self { log_format: LogFormat::Json, log_level: "info".into() }
     }
 }
 
@@ -265,10 +279,7 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError(vec![format!(
-                    "--config: file {} does not exist",
-                    path.display()
-                )]));
+                return Err(ConfigError(vec![format!("--config: file {} does not exist", path.display())]));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -300,31 +311,16 @@ impl Config {
         };
         let s = &self.sessions;
         check(s.max_per_user >= 1, "sessions.max_per_user: must be at least 1");
-        check(
-            s.max_per_user <= 10_000,
-            "sessions.max_per_user: must be at most 10000",
-        );
-        check(
-            s.idle_ttl >= Duration::from_secs(1),
-            "sessions.idle_ttl: must be at least 1s",
-        );
-        check(
-            s.max_lifetime >= Duration::from_secs(1),
-            "sessions.max_lifetime: must be at least 1s",
-        );
-        check(
-            s.idempotency_ttl >= Duration::from_secs(1),
-            "sessions.idempotency_ttl: must be at least 1s",
-        );
+        check(s.max_per_user <= 10_000, "sessions.max_per_user: must be at most 10000");
+        check(s.idle_ttl >= Duration::from_secs(1), "sessions.idle_ttl: must be at least 1s");
+        check(s.max_lifetime >= Duration::from_secs(1), "sessions.max_lifetime: must be at least 1s");
+        check(s.idempotency_ttl >= Duration::from_secs(1), "sessions.idempotency_ttl: must be at least 1s");
         check(
             s.reaper_interval >= Duration::from_millis(10),
             "sessions.reaper_interval: must be at least 10ms",
         );
         let srv = &self.server;
-        check(
-            srv.max_body_bytes >= 256,
-            "server.max_body_bytes: must be at least 256",
-        );
+        check(srv.max_body_bytes >= 256, "server.max_body_bytes: must be at least 256");
         check(
             srv.request_timeout >= Duration::from_millis(100),
             "server.request_timeout: must be at least 100ms",
@@ -341,10 +337,7 @@ impl Config {
         }
         check(!self.auth.issuer.is_empty(), "auth.issuer: must not be empty");
         check(!self.auth.audience.is_empty(), "auth.audience: must not be empty");
-        check(
-            !self.auth.admin_role.is_empty(),
-            "auth.admin_role: must not be empty",
-        );
+        check(!self.auth.admin_role.is_empty(), "auth.admin_role: must not be empty");
         check(
             self.auth.hs256_secret.expose() != "[redacted]",
             "auth.hs256_secret: is the literal \"[redacted]\" copied from check-config output",
@@ -353,10 +346,32 @@ impl Config {
             self.auth.hs256_secret.is_empty() || self.auth.hs256_secret_file.is_empty(),
             "auth.hs256_secret: set either hs256_secret or hs256_secret_file, not both",
         );
-        check(
-            self.agent.timeout >= Duration::from_millis(1),
-            "agent.timeout: must be at least 1ms",
-        );
+        let a = &self.auth;
+        if !a.jwks_url.is_empty() {
+            check(
+                jwks_url_allowed(&a.jwks_url),
+                "auth.jwks_url: must be an https:// URL (http:// only on a loopback host)",
+            );
+        }
+        check(a.jwks_refresh >= Duration::from_secs(1), "auth.jwks_refresh: must be at least 1s");
+        check(a.jwks_cooldown <= a.jwks_refresh, "auth.jwks_cooldown: must not exceed auth.jwks_refresh");
+        let mut ids = std::collections::HashSet::new();
+        for (i, k) in a.api_keys.iter().enumerate() {
+            check(
+                is_valid_name(&k.id),
+                &format!(
+                    "auth.api_keys[{i}].id: {:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'",
+                    k.id
+                ),
+            );
+            check(ids.insert(&k.id), &format!("auth.api_keys[{i}].id: {:?} is defined twice", k.id));
+            check(
+                k.sha256.len() == 64
+                    && k.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                &format!("auth.api_keys[{i}].sha256: must be 64 lower-case hex digits"),
+            );
+        }
+        check(self.agent.timeout >= Duration::from_millis(1), "agent.timeout: must be at least 1ms");
         let mut seen = std::collections::HashSet::new();
         for (i, ts) in self.tool_sets.iter().enumerate() {
             check(
@@ -366,20 +381,13 @@ impl Config {
                     ts.name
                 ),
             );
-            check(
-                seen.insert(&ts.name),
-                &format!("tool_sets[{i}].name: {:?} is defined twice", ts.name),
-            );
+            check(seen.insert(&ts.name), &format!("tool_sets[{i}].name: {:?} is defined twice", ts.name));
         }
         check(
             tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_ok(),
             "telemetry.log_level: not a valid level or filter (e.g. \"info\" or \"sessiongate=debug\")",
         );
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(errors))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigError(errors)) }
     }
 
     /// The effective configuration as TOML, secrets redacted.
@@ -388,26 +396,30 @@ impl Config {
     }
 }
 
+/// RFC 8725: keys come from a pinned location, over TLS unless it is this host.
+fn jwks_url_allowed(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => u.host().is_some(),
+        Ok(u) if u.scheme() == "http" => match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
 /// Tool-set names appear in URLs, metric labels and Redis keys: keep them tame.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
 fn describe_figment_error(e: &figment::Error) -> String {
-    let key = if e.path.is_empty() {
-        "config".to_string()
-    } else {
-        e.path.join(".")
-    };
-    let origin = e
-        .metadata
-        .as_ref()
-        .map(|m| format!(" (from {})", m.name))
-        .unwrap_or_default();
+    let key = if e.path.is_empty() { "config".to_string() } else { e.path.join(".") };
+    let origin = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
     format!("{key}: {}{origin}", e.kind)
 }
 
@@ -432,21 +444,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::from_toml("[sessions]\nmax_per_user = 0")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("[sessions]\nmax_per_user = 0").unwrap_err().to_string();
         assert!(e.contains("sessions.max_per_user"), "{e}");
-        let e = Config::from_toml("[sessions]\nidle_ttl = \"soon\"")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("[sessions]\nidle_ttl = \"soon\"").unwrap_err().to_string();
         assert!(e.contains("sessions.idle_ttl"), "{e}");
-        let e = Config::from_toml("[sessions]\nmax_per_usr = 3")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("[sessions]\nmax_per_usr = 3").unwrap_err().to_string();
         assert!(e.contains("max_per_usr"), "{e}");
-        let e = Config::from_toml("[[tool_sets]]\nname = \"Bad Name\"")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("[[tool_sets]]\nname = \"Bad Name\"").unwrap_err().to_string();
         assert!(e.contains("tool_sets[0].name"), "{e}");
     }
 
@@ -462,6 +466,32 @@ mod tests {
             assert_eq!(c.sessions.on_limit, OnLimit::Reject);
             Ok(())
         });
+    }
+
+    #[test]
+    fn jwks_url_must_be_https_except_on_loopback() {
+        for ok in [
+            "https://idp.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:9000/jwks",
+            "http://localhost/j",
+            "http://[::1]:80/",
+        ] {
+            assert!(jwks_url_allowed(ok), "{ok}");
+        }
+        for bad in ["http://idp.example.com/jwks", "ftp://127.0.0.1/", "not a url", "http://10.0.0.1/"] {
+            assert!(!jwks_url_allowed(bad), "{bad}");
+        }
+        let e =
+            Config::from_toml("[auth]\njwks_url = \"http://idp.example.com/jwks\"").unwrap_err().to_string();
+        assert!(e.contains("auth.jwks_url"), "{e}");
+    }
+
+    #[test]
+    fn api_keys_are_validated() {
+        let e = Config::from_toml("[[auth.api_keys]]\nid = \"billing\"\nsha256 = \"abc\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.api_keys[0].sha256"), "{e}");
     }
 
     #[test]

@@ -56,9 +56,7 @@ pub struct SessionList {
 
 impl SessionList {
     pub fn of(sessions: &[Session]) -> Self {
-        Self {
-            sessions: sessions.iter().map(SessionView::from).collect(),
-        }
+        Self { sessions: sessions.iter().map(SessionView::from).collect() }
     }
 }
 
@@ -115,11 +113,7 @@ pub struct ToolSetView {
 
 impl From<&ToolSet> for ToolSetView {
     fn from(t: &ToolSet) -> Self {
-        Self {
-            name: t.name.to_string(),
-            description: t.description.clone(),
-            tools: t.tools.to_vec(),
-        }
+        Self { name: t.name.to_string(), description: t.description.clone(), tools: t.tools.to_vec() }
     }
 }
 

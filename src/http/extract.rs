@@ -28,9 +28,7 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
         JsonRejection::JsonDataError(e) => {
             // serde's message names the field ("missing field `tool_set`").
-            let msg = std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.body_text());
+            let msg = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.body_text());
             ApiError::field("body", msg)
         }
         JsonRejection::JsonSyntaxError(_) => ApiError::Malformed("the request body is not valid JSON".into()),

@@ -19,15 +19,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     responses((status = 200, body = ToolSetList),
         (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_tool_sets(State(state): State<AppState>, _: Caller) -> Json<ToolSetList> {
-    Json(ToolSetList {
-        tool_sets: state
-            .service
-            .tool_sets()
-            .all()
-            .iter()
-            .map(ToolSetView::from)
-            .collect(),
-    })
+    Json(ToolSetList { tool_sets: state.service.tool_sets().all().iter().map(ToolSetView::from).collect() })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -40,9 +32,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
     match key {
         Some(k) => Ok(Some(k.to_string())),
-        None => Err(ApiError::Malformed(
-            "Idempotency-Key must be 1-255 visible ASCII characters".into(),
-        )),
+        None => Err(ApiError::Malformed("Idempotency-Key must be 1-255 visible ASCII characters".into())),
     }
 }
 
@@ -72,21 +62,14 @@ pub async fn create_session(
     let idempotency_key = idempotency_key(&headers)?;
     let created = state
         .service
-        .create(CreateInput {
-            user: principal.id,
-            tool_set: body.tool_set,
-            idempotency_key,
-        })
+        .create(CreateInput { user: principal.id, tool_set: body.tool_set, idempotency_key })
         .await?;
     let mut view = SessionView::from(&created.session);
     view.evicted_session_id = created.evicted_ids.first().map(|id| id.to_string());
     let location = format!("/v1/sessions/{}", created.session.id);
     let mut response = (StatusCode::CREATED, Json(view)).into_response();
     let h = response.headers_mut();
-    h.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&location).expect("uuid path is ASCII"),
-    );
+    h.insert(header::LOCATION, HeaderValue::from_str(&location).expect("uuid path is ASCII"));
     if created.replayed {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -139,9 +122,7 @@ pub async fn migrate_session(
     SessionIdPath(id): SessionIdPath,
     ApiJson(body): ApiJson<MigrateSessionRequest>,
 ) -> Result<Json<SessionView>, ApiError> {
-    Ok(Json(SessionView::from(
-        &state.service.migrate(&p.id, id, &body.tool_set).await?,
-    )))
+    Ok(Json(SessionView::from(&state.service.migrate(&p.id, id, &body.tool_set).await?)))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/heartbeat", tag = "sessions",
@@ -157,9 +138,7 @@ pub async fn heartbeat(
     Caller(p): Caller,
     SessionIdPath(id): SessionIdPath,
 ) -> Result<Json<SessionView>, ApiError> {
-    Ok(Json(SessionView::from(
-        &state.service.heartbeat(&p.id, id).await?,
-    )))
+    Ok(Json(SessionView::from(&state.service.heartbeat(&p.id, id).await?)))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/queries", tag = "sessions",
@@ -237,10 +216,7 @@ pub async fn admin_revoke_user(
 ) -> Result<Json<RevokeResponse>, ApiError> {
     let ended = state.service.revoke_user(&user).await?;
     tracing::info!(event = "sessions_revoked", admin = %admin.id, user = %user, count = ended.len(), "admin revoked a user's sessions");
-    Ok(Json(RevokeResponse {
-        user,
-        revoked_session_ids: ended.iter().map(|s| s.id.to_string()).collect(),
-    }))
+    Ok(Json(RevokeResponse { user, revoked_session_ids: ended.iter().map(|s| s.id.to_string()).collect() }))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "system",
@@ -257,26 +233,18 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         return Err(ApiError::Draining);
     }
     state.service.ready().await?;
-    Ok(Json(Health {
-        status: "ready".into(),
-    }))
+    Ok(Json(Health { status: "ready".into() }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, content_type = "text/plain; version=0.0.4", body = String,
         description = "Prometheus text exposition")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "system",
     responses((status = 200, content_type = "application/json", body = Object, description = "This document")))]
 pub async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document_json(),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_json())
 }

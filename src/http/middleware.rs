@@ -36,8 +36,7 @@ fn accept_request_id(value: Option<&HeaderValue>) -> String {
         .filter(|s| {
             !s.is_empty()
                 && s.len() <= 128
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
@@ -72,10 +71,8 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
     req.extensions_mut().insert(RequestId(request_id.clone()));
 
     let metrics = state.metrics.clone();
-    let active = metrics.gauge(
-        catalog::HTTP_SERVER_ACTIVE_REQUESTS,
-        vec![Label::new("http_request_method", method)],
-    );
+    let active =
+        metrics.gauge(catalog::HTTP_SERVER_ACTIVE_REQUESTS, vec![Label::new("http_request_method", method)]);
     active.increment(1.0);
     let span = tracing::info_span!(
         "request",
@@ -109,10 +106,7 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
         )
         .record(elapsed.as_secs_f64());
 
-    let principal = response
-        .extensions()
-        .get::<PrincipalKind>()
-        .map_or("none", |p| p.0);
+    let principal = response.extensions().get::<PrincipalKind>().map_or("none", |p| p.0);
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let status = status.as_u16();
     if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
@@ -136,19 +130,14 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
 }
 
 fn is_problem(response: &Response<Body>) -> bool {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes())
+    response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes())
 }
 
 fn render_problem(mut problem: Problem, request_id: &str, original: Response<Body>) -> Response<Body> {
     problem.request_id = request_id.to_string();
     let (mut parts, _) = original.into_parts();
     let body = serde_json::to_vec(&problem).unwrap_or_default();
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
@@ -156,10 +145,13 @@ fn render_problem(mut problem: Problem, request_id: &str, original: Response<Bod
 /// Authenticate the caller of a `/v1` route and hand the principal on.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
     let headers = req.headers();
-    let outcome = state.auth.authenticate(
-        headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
-        headers.get("x-api-key").map(HeaderValue::as_bytes),
-    );
+    let outcome = state
+        .auth
+        .authenticate(
+            headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+            headers.get("x-api-key").map(HeaderValue::as_bytes),
+        )
+        .await;
     match outcome {
         Ok(principal) => {
             let kind = principal.kind_str();
@@ -180,9 +172,7 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
     if req.extensions().get::<Principal>().is_some_and(|p| p.is_admin) {
         next.run(req).await
     } else {
-        state
-            .events
-            .auth_failure(crate::auth::AuthFailure::Forbidden.reason());
+        state.events.auth_failure(crate::auth::AuthFailure::Forbidden.reason());
         super::problem::ApiError::Forbidden.into_response()
     }
 }

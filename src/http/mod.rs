@@ -40,34 +40,20 @@ pub struct AppState {
 pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Router {
     let admin = Router::new()
         .route("/sessions", get(handlers::admin_list_sessions))
-        .route(
-            "/users/{user}/sessions",
-            axum::routing::delete(handlers::admin_revoke_user),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::require_admin,
-        ));
+        .route("/users/{user}/sessions", axum::routing::delete(handlers::admin_revoke_user))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_admin));
 
     let v1 = Router::new()
         .route("/tool-sets", get(handlers::list_tool_sets))
-        .route(
-            "/sessions",
-            post(handlers::create_session).get(handlers::list_sessions),
-        )
+        .route("/sessions", post(handlers::create_session).get(handlers::list_sessions))
         .route(
             "/sessions/{id}",
-            get(handlers::get_session)
-                .patch(handlers::migrate_session)
-                .delete(handlers::delete_session),
+            get(handlers::get_session).patch(handlers::migrate_session).delete(handlers::delete_session),
         )
         .route("/sessions/{id}/heartbeat", post(handlers::heartbeat))
         .route("/sessions/{id}/queries", post(handlers::query))
         .nest("/admin", admin)
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::authenticate,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate));
 
     let mut app = Router::new()
         .nest("/v1", v1)
@@ -77,35 +63,23 @@ pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Ro
     if serve_metrics {
         app = app.route("/metrics", get(handlers::metrics));
     }
-    let mut app =
-        app.layer(DefaultBodyLimit::max(server.max_body_bytes))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                server.request_timeout,
-            ));
+    let mut app = app
+        .layer(DefaultBodyLimit::max(server.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, server.request_timeout));
     if !server.cors_allowed_origins.is_empty() {
         app = app.layer(cors(&server.cors_allowed_origins));
     }
-    app.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        middleware::envelope,
-    ))
-    .with_state(state)
+    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::envelope)).with_state(state)
 }
 
 /// The metrics-only router for `server.metrics_listen`.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(handlers::metrics))
-        .with_state(state)
+    Router::new().route("/metrics", get(handlers::metrics)).with_state(state)
 }
 
 /// Only the configured origins; nothing is allowed by default.
 fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])

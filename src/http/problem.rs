@@ -43,10 +43,7 @@ pub struct Problem {
 impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
         Self {
-            type_uri: format!(
-                "urn:sessiongate:problem:{}",
-                code.to_ascii_lowercase().replace('_', "-")
-            ),
+            type_uri: format!("urn:sessiongate:problem:{}", code.to_ascii_lowercase().replace('_', "-")),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: detail.into(),
@@ -77,10 +74,9 @@ impl Problem {
             }
             StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large"),
             StatusCode::REQUEST_TIMEOUT => ("REQUEST_TIMEOUT", "the request took too long to complete"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-                "MALFORMED_REQUEST",
-                "the request body must be JSON (Content-Type: application/json)",
-            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ("MALFORMED_REQUEST", "the request body must be JSON (Content-Type: application/json)")
+            }
             s if s.is_server_error() => ("INTERNAL", "an internal error occurred"),
             _ => ("MALFORMED_REQUEST", "the request could not be processed"),
         };
@@ -128,10 +124,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {
-        ApiError::Validation(vec![FieldError {
-            field: field.into(),
-            message: message.into(),
-        }])
+        ApiError::Validation(vec![FieldError { field: field.into(), message: message.into() }])
     }
 }
 
@@ -161,21 +154,17 @@ impl IntoResponse for ApiError {
                     .with("reason", json!(failure.reason()))
                     .suggest("Send `Authorization: Bearer <JWT>` with a valid, unexpired token.")
             }
-            ApiError::Forbidden => Problem::new(
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                AuthFailure::Forbidden.description(),
-            ),
+            ApiError::Forbidden => {
+                Problem::new(StatusCode::FORBIDDEN, "FORBIDDEN", AuthFailure::Forbidden.description())
+            }
             ApiError::NotFound | ApiError::Service(ServiceError::NotFound) => {
                 Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such session")
                     .suggest("List your live sessions with GET /v1/sessions; expired sessions are gone.")
             }
             ApiError::Malformed(detail) => Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail),
             ApiError::Validation(errors) => {
-                let list: Vec<Value> = errors
-                    .iter()
-                    .map(|e| json!({"field": e.field, "message": e.message}))
-                    .collect();
+                let list: Vec<Value> =
+                    errors.iter().map(|e| json!({"field": e.field, "message": e.message})).collect();
                 Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "VALIDATION_FAILED",
@@ -187,12 +176,8 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType => Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
             ApiError::Draining => {
                 headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "DRAINING",
-                    "this instance is shutting down",
-                )
-                .suggest("Retry; another instance will answer.")
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "DRAINING", "this instance is shutting down")
+                    .suggest("Retry; another instance will answer.")
             }
             ApiError::Service(ServiceError::UnknownToolSet { valid }) => {
                 let names: Vec<&str> = valid.iter().map(|s| &**s).collect();
@@ -248,27 +233,16 @@ impl IntoResponse for ApiError {
             }
             ApiError::Service(ServiceError::Agent(msg)) => {
                 fault = Some(format!("agent failed: {msg}"));
-                Problem::new(
-                    StatusCode::BAD_GATEWAY,
-                    "UPSTREAM_ERROR",
-                    "the agent failed to answer",
-                )
+                Problem::new(StatusCode::BAD_GATEWAY, "UPSTREAM_ERROR", "the agent failed to answer")
             }
             ApiError::Internal(e) => {
                 fault = Some(format!("{e:#}"));
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "an internal error occurred",
-                )
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "an internal error occurred")
             }
         };
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
-        )
-            .into_response();
+        let mut response =
+            (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))]).into_response();
         response.headers_mut().extend(headers);
         response.extensions_mut().insert(PendingProblem(problem));
         if let Some(f) = fault {

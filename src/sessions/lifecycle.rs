@@ -27,10 +27,7 @@ pub enum Admission {
     /// then create. Usually one; more only when the cap was lowered at runtime.
     Evict(Vec<SessionId>),
     /// At the cap with `reject`: the soonest expiry frees a slot in `retry_after_ms`.
-    Reject {
-        retry_after_ms: Millis,
-        live: Vec<SessionId>,
-    },
+    Reject { retry_after_ms: Millis, live: Vec<SessionId> },
 }
 
 /// The eviction order: least recently active first; ties by creation, then id,
@@ -128,13 +125,7 @@ mod tests {
         let l = limits(1, OnLimit::Reject);
         let s = session(1, 0, 0, &l);
         assert_eq!(admit([&s], &l, 1_000), Admission::Admit);
-        assert!(matches!(
-            admit([&s], &l, 999),
-            Admission::Reject {
-                retry_after_ms: 1,
-                ..
-            }
-        ));
+        assert!(matches!(admit([&s], &l, 999), Admission::Reject { retry_after_ms: 1, .. }));
     }
 
     #[test]
@@ -174,10 +165,7 @@ mod tests {
         let mut s = session(1, 0, 0, &l);
         s.conversation_turns = 3;
         migrate(&mut s, Arc::from("other"), 500, &l);
-        assert_eq!(
-            (s.conversation_turns, s.migrations, s.last_active_at),
-            (0, 1, 500)
-        );
+        assert_eq!((s.conversation_turns, s.migrations, s.last_active_at), (0, 1, 500));
         assert_eq!(s.expires_at, 1_500);
         migrate(&mut s, Arc::from("other"), 600, &l);
         assert_eq!(s.migrations, 1, "same tool set is not a migration");

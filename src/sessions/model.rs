@@ -39,12 +39,8 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 4] = [
-        EndReason::Deleted,
-        EndReason::Expired,
-        EndReason::Evicted,
-        EndReason::Revoked,
-    ];
+    pub const ALL: [EndReason; 4] =
+        [EndReason::Deleted, EndReason::Expired, EndReason::Evicted, EndReason::Revoked];
 
     pub fn as_str(self) -> &'static str {
         match self {

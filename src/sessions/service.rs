@@ -25,10 +25,7 @@ pub enum ServiceError {
     #[error("unknown tool set")]
     UnknownToolSet { valid: Vec<Arc<str>> },
     #[error("session limit reached")]
-    LimitReached {
-        retry_after_ms: Millis,
-        live: Vec<SessionId>,
-    },
+    LimitReached { retry_after_ms: Millis, live: Vec<SessionId> },
     #[error("idempotency key reused with a different request")]
     IdempotencyConflict,
     #[error(transparent)]
@@ -114,18 +111,14 @@ impl SessionService {
         self.tool_sets
             .get(name)
             .map(|t| t.name.clone())
-            .ok_or_else(|| ServiceError::UnknownToolSet {
-                valid: self.tool_sets.names(),
-            })
+            .ok_or_else(|| ServiceError::UnknownToolSet { valid: self.tool_sets.names() })
     }
 
     pub async fn create(&self, input: CreateInput) -> Result<Created, ServiceError> {
         let tool_set = self.tool_set(&input.tool_set)?;
         let now = self.now();
-        let idempotency = input.idempotency_key.map(|key| IdempotencyRequest {
-            key,
-            fingerprint: fingerprint(&tool_set),
-        });
+        let idempotency =
+            input.idempotency_key.map(|key| IdempotencyRequest { key, fingerprint: fingerprint(&tool_set) });
         let outcome = self
             .store
             .create(CreateRequest {
@@ -146,17 +139,11 @@ impl SessionService {
                     self.events.session_ended(s, EndReason::Evicted, now);
                 }
                 self.events.session_created(&session);
-                Ok(Created {
-                    session,
-                    evicted_ids: evicted.iter().map(|s| s.id).collect(),
-                    replayed: false,
-                })
+                Ok(Created { session, evicted_ids: evicted.iter().map(|s| s.id).collect(), replayed: false })
             }
-            CreateOutcome::Replayed { session, evicted_ids } => Ok(Created {
-                session,
-                evicted_ids,
-                replayed: true,
-            }),
+            CreateOutcome::Replayed { session, evicted_ids } => {
+                Ok(Created { session, evicted_ids, replayed: true })
+            }
             CreateOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyConflict),
             CreateOutcome::LimitReached { retry_after_ms, live } => {
                 self.events.session_limit_hit(false);
@@ -170,10 +157,7 @@ impl SessionService {
     }
 
     pub async fn get(&self, user: &str, id: SessionId) -> Result<Session, ServiceError> {
-        self.store
-            .get(user, id, self.now())
-            .await?
-            .ok_or(ServiceError::NotFound)
+        self.store.get(user, id, self.now()).await?.ok_or(ServiceError::NotFound)
     }
 
     pub async fn heartbeat(&self, user: &str, id: SessionId) -> Result<Session, ServiceError> {
@@ -190,18 +174,11 @@ impl SessionService {
         let tool_set = self.tool_set(tool_set)?;
         let touched = self
             .store
-            .touch(
-                user,
-                id,
-                Activity::Migrate { tool_set },
-                self.now(),
-                &self.limits(),
-            )
+            .touch(user, id, Activity::Migrate { tool_set }, self.now(), &self.limits())
             .await?
             .ok_or(ServiceError::NotFound)?;
         if touched.previous_tool_set != touched.session.tool_set {
-            self.events
-                .session_migrated(&touched.previous_tool_set, &touched.session.tool_set);
+            self.events.session_migrated(&touched.previous_tool_set, &touched.session.tool_set);
         }
         Ok(touched.session)
     }
@@ -215,11 +192,8 @@ impl SessionService {
             .await?
             .ok_or(ServiceError::NotFound)?;
         let session = touched.session;
-        let tools = self
-            .tool_sets
-            .get(&session.tool_set)
-            .map(|t| t.tools.clone())
-            .unwrap_or_else(|| Arc::from([]));
+        let tools =
+            self.tool_sets.get(&session.tool_set).map(|t| t.tools.clone()).unwrap_or_else(|| Arc::from([]));
         let request = AgentRequest {
             session_id: session.id,
             user_id: session.user_id.clone(),
@@ -251,11 +225,7 @@ impl SessionService {
 
     pub async fn delete(&self, user: &str, id: SessionId) -> Result<(), ServiceError> {
         let now = self.now();
-        let session = self
-            .store
-            .delete(user, id, now)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
+        let session = self.store.delete(user, id, now).await?.ok_or(ServiceError::NotFound)?;
         self.events.session_ended(&session, EndReason::Deleted, now);
         Ok(())
     }
@@ -289,13 +259,7 @@ impl SessionService {
         }
         let stats = self.store.stats(now).await?;
         let active: Vec<(Arc<str>, u64)> = stats.active_by_tool_set.into_iter().collect();
-        self.events.reaper_finished(
-            removed,
-            &active,
-            &self.tool_sets.names(),
-            stats.expired_pending,
-            now,
-        );
+        self.events.reaper_finished(removed, &active, &self.tool_sets.names(), stats.expired_pending, now);
         Ok(removed)
     }
 

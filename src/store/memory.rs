@@ -111,9 +111,7 @@ impl Shard {
     }
 
     fn live(&self, user: &str, id: SessionId, now: Millis) -> Option<&Record> {
-        self.sessions
-            .get(&id)
-            .filter(|r| &*r.user_id == user && lifecycle::is_live(r.expires_at, now))
+        self.sessions.get(&id).filter(|r| &*r.user_id == user && lifecycle::is_live(r.expires_at, now))
     }
 
     fn insert(&mut self, session: &Session) {
@@ -148,11 +146,7 @@ impl Shard {
         let Some(entry) = self.users.get(user) else {
             return Vec::new();
         };
-        entry
-            .sessions
-            .iter()
-            .filter_map(|id| self.sessions.get(id).map(|r| r.to_session(*id)))
-            .collect()
+        entry.sessions.iter().filter_map(|id| self.sessions.get(id).map(|r| r.to_session(*id))).collect()
     }
 
     fn create(&mut self, req: CreateRequest) -> CreateOutcome {
@@ -250,10 +244,7 @@ impl Shard {
             self.expiry.insert((session.expires_at, id));
         }
         self.sessions.insert(id, Record::from_session(&session));
-        Some(Touched {
-            session,
-            previous_tool_set,
-        })
+        Some(Touched { session, previous_tool_set })
     }
 
     fn reap(&mut self, now: Millis, max: usize, out: &mut Vec<Session>) {
@@ -328,21 +319,12 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get(&self, user: &str, id: SessionId, now: Millis) -> Result<Option<Session>, StoreError> {
-        Ok(self
-            .shard(user)
-            .lock()
-            .live(user, id, now)
-            .map(|r| r.to_session(id)))
+        Ok(self.shard(user).lock().live(user, id, now).map(|r| r.to_session(id)))
     }
 
     async fn list(&self, user: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let mut list: Vec<Session> = self
-            .shard(user)
-            .lock()
-            .user_sessions(user)
-            .into_iter()
-            .filter(|s| s.is_live(now))
-            .collect();
+        let mut list: Vec<Session> =
+            self.shard(user).lock().user_sessions(user).into_iter().filter(|s| s.is_live(now)).collect();
         list.sort_by_key(|s| (s.created_at, s.id));
         Ok(list)
     }
@@ -368,12 +350,8 @@ impl SessionStore for MemoryStore {
 
     async fn revoke_user(&self, user: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
         let mut shard = self.shard(user).lock();
-        let live: Vec<SessionId> = shard
-            .user_sessions(user)
-            .into_iter()
-            .filter(|s| s.is_live(now))
-            .map(|s| s.id)
-            .collect();
+        let live: Vec<SessionId> =
+            shard.user_sessions(user).into_iter().filter(|s| s.is_live(now)).map(|s| s.id).collect();
         Ok(live.into_iter().filter_map(|id| shard.remove(id)).collect())
     }
 
@@ -401,10 +379,8 @@ impl SessionStore for MemoryStore {
                     break;
                 }
                 stats.expired_pending += 1;
-                if let Some(n) = shard
-                    .sessions
-                    .get(&id)
-                    .and_then(|r| stats.active_by_tool_set.get_mut(&r.tool_set))
+                if let Some(n) =
+                    shard.sessions.get(&id).and_then(|r| stats.active_by_tool_set.get_mut(&r.tool_set))
                 {
                     *n -= 1;
                 }

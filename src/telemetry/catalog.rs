@@ -25,17 +25,14 @@ pub struct MetricDef {
 
 /// OpenTelemetry's recommended `http.server.request.duration` buckets, with
 /// 0.5, 1 and 2.5 ms added at the low end: this service answers in well under 5 ms.
-pub const HTTP_DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
+pub const HTTP_DURATION_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 /// From a second to a day: sessions idle out in minutes and live at most hours.
-pub const LIFETIME_BUCKETS: &[f64] = &[
-    1.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
-];
+pub const LIFETIME_BUCKETS: &[f64] =
+    &[1.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0];
 /// Agent calls range from an echo's microseconds to a model's tens of seconds.
-pub const AGENT_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+pub const AGENT_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
@@ -48,6 +45,7 @@ pub const SESSION_HEARTBEATS: &str = "sessiongate_session_heartbeats_total";
 pub const SESSION_LIMIT_HITS: &str = "sessiongate_session_limit_hits_total";
 pub const AGENT_QUERY_DURATION: &str = "sessiongate_agent_query_duration_seconds";
 pub const AUTH_FAILURES: &str = "sessiongate_auth_failures_total";
+pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
 pub const REAPER_LAST_SWEEP: &str = "sessiongate_reaper_last_sweep_timestamp_seconds";
 pub const SESSIONS_EXPIRED_PENDING: &str = "sessiongate_sessions_expired_pending";
 pub const BUILD_INFO: &str = "sessiongate_build_info";
@@ -142,6 +140,14 @@ pub const CATALOG: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
+        name: JWKS_REFRESHES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "JWKS fetches (start-up, refresh, unknown kid), by outcome (ok, error).",
+        labels: &["outcome"],
+        buckets: &[],
+    },
+    MetricDef {
         name: REAPER_LAST_SWEEP,
         kind: Kind::Gauge,
         unit: Some(Unit::Seconds),
@@ -170,6 +176,7 @@ pub const CATALOG: &[MetricDef] = &[
 /// Label values known in advance.
 pub mod values {
     pub const LIMIT_ACTIONS: [&str; 2] = ["rejected", "evicted"];
+    pub const JWKS_OUTCOMES: [&str; 2] = ["ok", "error"];
     pub const AGENT_OUTCOMES: [&str; 3] = ["ok", "error", "timeout"];
     pub const AUTH_FAILURE_REASONS: [&str; 11] = [
         "missing",

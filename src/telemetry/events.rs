@@ -30,43 +30,31 @@ impl Events {
         let m = &self.metrics;
         m.set_build_info(store_backend);
         for ts in tool_sets {
-            m.counter(
-                catalog::SESSIONS_CREATED,
-                vec![Label::new("tool_set", ts.clone())],
-            )
-            .absolute(0);
-            m.gauge(catalog::SESSIONS_ACTIVE, vec![Label::new("tool_set", ts.clone())])
-                .set(0.0);
+            m.counter(catalog::SESSIONS_CREATED, vec![Label::new("tool_set", ts.clone())]).absolute(0);
+            m.gauge(catalog::SESSIONS_ACTIVE, vec![Label::new("tool_set", ts.clone())]).set(0.0);
             for to in tool_sets.iter().filter(|to| *to != ts) {
-                m.counter(catalog::SESSION_MIGRATIONS, migration_labels(ts, to))
-                    .absolute(0);
+                m.counter(catalog::SESSION_MIGRATIONS, migration_labels(ts, to)).absolute(0);
             }
         }
         for reason in EndReason::ALL {
-            m.counter(
-                catalog::SESSIONS_ENDED,
-                vec![Label::new("reason", reason.as_str())],
-            )
-            .absolute(0);
+            m.counter(catalog::SESSIONS_ENDED, vec![Label::new("reason", reason.as_str())]).absolute(0);
         }
         for action in values::LIMIT_ACTIONS {
-            m.counter(catalog::SESSION_LIMIT_HITS, vec![Label::new("action", action)])
-                .absolute(0);
+            m.counter(catalog::SESSION_LIMIT_HITS, vec![Label::new("action", action)]).absolute(0);
         }
         for reason in values::AUTH_FAILURE_REASONS {
-            m.counter(catalog::AUTH_FAILURES, vec![Label::new("reason", reason)])
-                .absolute(0);
+            m.counter(catalog::AUTH_FAILURES, vec![Label::new("reason", reason)]).absolute(0);
         }
         m.counter(catalog::SESSION_HEARTBEATS, vec![]).absolute(0);
+        for outcome in values::JWKS_OUTCOMES {
+            m.counter(catalog::JWKS_REFRESHES, vec![Label::new("outcome", outcome)]).absolute(0);
+        }
         m.gauge(catalog::SESSIONS_EXPIRED_PENDING, vec![]).set(0.0);
     }
 
     pub fn session_created(&self, session: &Session) {
         self.metrics
-            .counter(
-                catalog::SESSIONS_CREATED,
-                vec![Label::new("tool_set", session.tool_set.clone())],
-            )
+            .counter(catalog::SESSIONS_CREATED, vec![Label::new("tool_set", session.tool_set.clone())])
             .increment(1);
     }
 
@@ -74,13 +62,9 @@ impl Events {
     /// the moment the reaper noticed).
     pub fn session_ended(&self, session: &Session, reason: EndReason, ended_at: Millis) {
         let label = || vec![Label::new("reason", reason.as_str())];
-        self.metrics
-            .counter(catalog::SESSIONS_ENDED, label())
-            .increment(1);
+        self.metrics.counter(catalog::SESSIONS_ENDED, label()).increment(1);
         let lifetime = (ended_at - session.created_at).max(0) as f64 / 1000.0;
-        self.metrics
-            .histogram(catalog::SESSION_LIFETIME, label())
-            .record(lifetime);
+        self.metrics.histogram(catalog::SESSION_LIFETIME, label()).record(lifetime);
         if matches!(reason, EndReason::Evicted | EndReason::Revoked) {
             tracing::info!(
                 event = "session_ended",
@@ -95,39 +79,41 @@ impl Events {
 
     pub fn session_limit_hit(&self, evicted: bool) {
         let action = if evicted { "evicted" } else { "rejected" };
-        self.metrics
-            .counter(catalog::SESSION_LIMIT_HITS, vec![Label::new("action", action)])
-            .increment(1);
+        self.metrics.counter(catalog::SESSION_LIMIT_HITS, vec![Label::new("action", action)]).increment(1);
     }
 
     pub fn session_migrated(&self, from: &Arc<str>, to: &Arc<str>) {
-        self.metrics
-            .counter(catalog::SESSION_MIGRATIONS, migration_labels(from, to))
-            .increment(1);
+        self.metrics.counter(catalog::SESSION_MIGRATIONS, migration_labels(from, to)).increment(1);
     }
 
     pub fn heartbeat(&self) {
-        self.metrics
-            .counter(catalog::SESSION_HEARTBEATS, vec![])
-            .increment(1);
+        self.metrics.counter(catalog::SESSION_HEARTBEATS, vec![]).increment(1);
     }
 
     pub fn agent_query(&self, tool_set: &Arc<str>, outcome: &'static str, duration: Duration) {
         self.metrics
             .histogram(
                 catalog::AGENT_QUERY_DURATION,
-                vec![
-                    Label::new("tool_set", tool_set.clone()),
-                    Label::new("outcome", outcome),
-                ],
+                vec![Label::new("tool_set", tool_set.clone()), Label::new("outcome", outcome)],
             )
             .record(duration.as_secs_f64());
     }
 
+    /// A JWKS fetch finished: how many usable keys, or why it failed (the
+    /// last good keys stay in use).
+    pub fn jwks_refreshed(&self, result: Result<usize, &str>) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.counter(catalog::JWKS_REFRESHES, vec![Label::new("outcome", outcome)]).increment(1);
+        match result {
+            Ok(keys) => tracing::debug!(event = "jwks_refreshed", keys, "JWKS fetched"),
+            Err(error) => {
+                tracing::warn!(event = "jwks_refresh_failed", %error, "JWKS fetch failed; keeping the last good keys")
+            }
+        }
+    }
+
     pub fn auth_failure(&self, reason: &'static str) {
-        self.metrics
-            .counter(catalog::AUTH_FAILURES, vec![Label::new("reason", reason)])
-            .increment(1);
+        self.metrics.counter(catalog::AUTH_FAILURES, vec![Label::new("reason", reason)]).increment(1);
     }
 
     /// Expired sessions the reaper removed (each reported exactly once).
@@ -148,11 +134,7 @@ impl Events {
         now: Millis,
     ) {
         if removed > 0 {
-            tracing::info!(
-                event = "sessions_expired",
-                count = removed,
-                "reaper removed expired sessions"
-            );
+            tracing::info!(event = "sessions_expired", count = removed, "reaper removed expired sessions");
         }
         let active_gauge = |ts: &Arc<str>, n: u64| {
             self.metrics
@@ -160,32 +142,16 @@ impl Events {
                 .set(n as f64);
         };
         for ts in known_tool_sets {
-            active_gauge(
-                ts,
-                active_by_tool_set
-                    .iter()
-                    .find(|(t, _)| t == ts)
-                    .map_or(0, |(_, n)| *n),
-            );
+            active_gauge(ts, active_by_tool_set.iter().find(|(t, _)| t == ts).map_or(0, |(_, n)| *n));
         }
-        for (ts, n) in active_by_tool_set
-            .iter()
-            .filter(|(t, _)| !known_tool_sets.contains(t))
-        {
+        for (ts, n) in active_by_tool_set.iter().filter(|(t, _)| !known_tool_sets.contains(t)) {
             active_gauge(ts, *n);
         }
-        self.metrics
-            .gauge(catalog::SESSIONS_EXPIRED_PENDING, vec![])
-            .set(expired_pending as f64);
-        self.metrics
-            .gauge(catalog::REAPER_LAST_SWEEP, vec![])
-            .set(now as f64 / 1000.0);
+        self.metrics.gauge(catalog::SESSIONS_EXPIRED_PENDING, vec![]).set(expired_pending as f64);
+        self.metrics.gauge(catalog::REAPER_LAST_SWEEP, vec![]).set(now as f64 / 1000.0);
     }
 }
 
 fn migration_labels(from: &Arc<str>, to: &Arc<str>) -> Vec<Label> {
-    vec![
-        Label::new("from_tool_set", from.clone()),
-        Label::new("to_tool_set", to.clone()),
-    ]
+    vec![Label::new("from_tool_set", from.clone()), Label::new("to_tool_set", to.clone())]
 }

@@ -54,18 +54,15 @@ impl Metrics {
     }
 
     pub fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
-        self.recorder
-            .register_counter(&Key::from_parts(name, labels), &METADATA)
+        self.recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
     }
 
     pub fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
-        self.recorder
-            .register_gauge(&Key::from_parts(name, labels), &METADATA)
+        self.recorder.register_gauge(&Key::from_parts(name, labels), &METADATA)
     }
 
     pub fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
-        self.recorder
-            .register_histogram(&Key::from_parts(name, labels), &METADATA)
+        self.recorder.register_histogram(&Key::from_parts(name, labels), &METADATA)
     }
 
     /// `sessiongate_build_info` = 1.
@@ -74,10 +71,7 @@ impl Metrics {
             catalog::BUILD_INFO,
             vec![
                 Label::new("version", env!("CARGO_PKG_VERSION")),
-                Label::new(
-                    "revision",
-                    option_env!("SESSIONGATE_REVISION").unwrap_or("unknown"),
-                ),
+                Label::new("revision", option_env!("SESSIONGATE_REVISION").unwrap_or("unknown")),
                 Label::new("store_backend", store_backend),
             ],
         )

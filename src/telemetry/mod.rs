@@ -17,16 +17,11 @@ use tracing_subscriber::EnvFilter;
 /// `telemetry.log_level`. Safe to call more than once (later calls do nothing).
 pub fn init_logging(config: &TelemetryConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
     let _ = match config.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init()
+        }
         LogFormat::Pretty => builder.try_init(),
     };
 }

@@ -13,10 +13,7 @@ async fn refused(app: &TestApp, authorization: Option<&str>) -> (String, serde_j
     }
     let r = req.send().await.unwrap();
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
-    (
-        challenge,
-        assert_problem(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await,
-    )
+    (challenge, assert_problem(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await)
 }
 
 #[tokio::test]
@@ -25,45 +22,25 @@ async fn no_credentials_get_a_bare_challenge() {
     let (challenge, body) = refused(&app, None).await;
     assert_eq!(challenge, r#"Bearer realm="sessiongate""#);
     assert_eq!(body["reason"], "missing");
-    assert_eq!(
-        app.metric(r#"sessiongate_auth_failures_total{reason="missing"}"#)
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_auth_failures_total{reason="missing"}"#).await, Some(1.0));
 }
 
 #[tokio::test]
 async fn each_failed_check_is_named_and_counted() {
     let app = spawn_app().await;
     let mint = |iss: &str, aud: &str, secret: &str, ttl: u64| {
-        sessiongate::auth::mint_token(
-            &Secret::new(secret),
-            iss,
-            aud,
-            "alice",
-            &[],
-            Duration::from_secs(ttl),
-        )
-        .unwrap()
+        sessiongate::auth::mint_token(&Secret::new(secret), iss, aud, "alice", &[], Duration::from_secs(ttl))
+            .unwrap()
     };
     let cases = [
         ("Bearer not-a-jwt".to_string(), "malformed"),
         ("Basic YWxpY2U6cHc=".to_string(), "malformed"),
         (
-            format!(
-                "Bearer {}",
-                mint(ISSUER, AUDIENCE, "some-other-secret-of-32-bytes!!!", 600)
-            ),
+            format!("Bearer {}", mint(ISSUER, AUDIENCE, "some-other-secret-of-32-bytes!!!", 600)),
             "bad_signature",
         ),
-        (
-            format!("Bearer {}", mint("https://evil/", AUDIENCE, SECRET, 600)),
-            "bad_issuer",
-        ),
-        (
-            format!("Bearer {}", mint(ISSUER, "someone-else", SECRET, 600)),
-            "bad_audience",
-        ),
+        (format!("Bearer {}", mint("https://evil/", AUDIENCE, SECRET, 600)), "bad_issuer"),
+        (format!("Bearer {}", mint(ISSUER, "someone-else", SECRET, 600)), "bad_audience"),
     ];
     for (header, reason) in cases {
         let (challenge, body) = refused(&app, Some(&header)).await;
@@ -74,15 +51,8 @@ async fn each_failed_check_is_named_and_counted() {
             "{challenge}"
         );
         assert_eq!(
-            app.metric(&format!(
-                r#"sessiongate_auth_failures_total{{reason="{reason}"}}"#
-            ))
-            .await,
-            Some(if reason == "malformed" && header.starts_with("Basic") {
-                2.0
-            } else {
-                1.0
-            }),
+            app.metric(&format!(r#"sessiongate_auth_failures_total{{reason="{reason}"}}"#)).await,
+            Some(if reason == "malformed" && header.starts_with("Basic") { 2.0 } else { 1.0 }),
             "{reason}"
         );
     }
@@ -101,17 +71,9 @@ async fn expired_and_not_yet_valid_tokens_are_refused() {
         )
         .unwrap()
     };
-    let (_, body) = refused(
-        &app,
-        Some(&format!("Bearer {}", sign(claims(now - 10, now - 100)))),
-    )
-    .await;
+    let (_, body) = refused(&app, Some(&format!("Bearer {}", sign(claims(now - 10, now - 100))))).await;
     assert_eq!(body["reason"], "expired");
-    let (_, body) = refused(
-        &app,
-        Some(&format!("Bearer {}", sign(claims(now + 600, now + 300)))),
-    )
-    .await;
+    let (_, body) = refused(&app, Some(&format!("Bearer {}", sign(claims(now + 600, now + 300))))).await;
     assert_eq!(body["reason"], "not_yet_valid");
     // Required claims: no sub, no exp.
     let no_sub = serde_json::json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 600});
@@ -159,16 +121,8 @@ async fn roles_come_from_roles_or_scope() {
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap();
-    assert_eq!(
-        app.get(&t, "/v1/admin/sessions?user=alice").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.get(&admin_token("ops"), "/v1/admin/sessions?user=alice")
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.get(&t, "/v1/admin/sessions?user=alice").await.status(), StatusCode::OK);
+    assert_eq!(app.get(&admin_token("ops"), "/v1/admin/sessions?user=alice").await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -181,18 +135,9 @@ async fn a_principal_without_the_admin_role_gets_403_on_admin_routes() {
         let body = assert_problem(r, StatusCode::FORBIDDEN, "FORBIDDEN").await;
         assert!(body.get("reason").is_none());
     }
-    assert_eq!(
-        app.metric(r#"sessiongate_auth_failures_total{reason="forbidden"}"#)
-            .await,
-        Some(2.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_auth_failures_total{reason="forbidden"}"#).await, Some(2.0));
     // Unauthenticated callers of admin routes are 401, not 403.
-    let r = app
-        .client
-        .get(app.url("/v1/admin/sessions?user=bob"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.client.get(app.url("/v1/admin/sessions?user=bob")).send().await.unwrap();
     assert_problem(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
 }
 
@@ -200,10 +145,6 @@ async fn a_principal_without_the_admin_role_gets_403_on_admin_routes() {
 async fn probes_metrics_and_openapi_need_no_credentials() {
     let app = spawn_app().await;
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
-        assert_eq!(
-            app.client.get(app.url(path)).send().await.unwrap().status(),
-            StatusCode::OK,
-            "{path}"
-        );
+        assert_eq!(app.client.get(app.url(path)).send().await.unwrap().status(), StatusCode::OK, "{path}");
     }
 }

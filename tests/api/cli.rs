@@ -20,9 +20,7 @@ fn write_config(text: &str) -> tempfile::NamedTempFile {
 
 #[test]
 fn check_config_prints_the_effective_config_with_secrets_redacted() {
-    let f = write_config(&format!(
-        "[auth]\nhs256_secret = \"{SECRET}\"\n[sessions]\nmax_per_user = 4\n"
-    ));
+    let f = write_config(&format!("[auth]\nhs256_secret = \"{SECRET}\"\n[sessions]\nmax_per_user = 4\n"));
     let out = bin()
         .args(["check-config", "--config"])
         .arg(f.path())
@@ -40,11 +38,7 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
 #[test]
 fn check_config_names_the_bad_key() {
     let f = write_config("[sessions]\nmax_per_user = 0\nidle_ttl = \"forever\"\n");
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(f.path())
-        .output()
-        .unwrap();
+    let out = bin().args(["check-config", "--config"]).arg(f.path()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("sessions.idle_ttl"), "{err}");
@@ -67,22 +61,17 @@ fn production_refuses_to_start_without_key_material() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8(out.stderr).unwrap();
-        assert!(
-            err.contains("no key material"),
-            "SESSIONGATE_PRODUCTION={value}: {err}"
-        );
+        assert!(err.contains("no key material"), "SESSIONGATE_PRODUCTION={value}: {err}");
     }
 }
 
-#[test]
-fn token_mints_what_the_server_accepts() {
+#[tokio::test]
+async fn token_mints_what_the_server_accepts() {
     let f = write_config(&format!(
         "[auth]\nhs256_secret = \"{SECRET}\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n"
     ));
     let out = bin()
-        .args([
-            "token", "--sub", "carol", "--role", "admin", "--ttl", "10m", "--config",
-        ])
+        .args(["token", "--sub", "carol", "--role", "admin", "--ttl", "10m", "--config"])
         .arg(f.path())
         .output()
         .unwrap();
@@ -95,7 +84,7 @@ fn token_mints_what_the_server_accepts() {
         Duration::ZERO,
         "admin",
     );
-    let p = verifier.verify(&token).expect("server accepts the minted token");
+    let p = verifier.verify(&token).await.expect("server accepts the minted token");
     assert_eq!(&*p.id, "carol");
     assert!(p.is_admin);
 }
@@ -104,11 +93,7 @@ fn token_mints_what_the_server_accepts() {
 fn token_without_a_secret_explains_why_it_cannot() {
     let out = bin().args(["token", "--sub", "carol"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("auth.hs256_secret")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("auth.hs256_secret"));
 }
 
 #[test]
@@ -157,16 +142,20 @@ async fn dev_mode_prints_a_working_token_and_binds_loopback() {
     })
     .await
     .unwrap();
-    assert!(
-        addr.starts_with("127.0.0.1:"),
-        "dev mode binds loopback, got {addr}"
-    );
-    let r = client()
-        .get(format!("http://{addr}/v1/sessions"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "dev mode binds loopback, got {addr}");
+    let r = client().get(format!("http://{addr}/v1/sessions")).bearer_auth(token).send().await.unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::OK);
     drop(child);
+}
+
+#[test]
+fn hash_key_prints_a_key_and_a_config_entry_that_accepts_it() {
+    let out = bin().args(["hash-key", "--id", "billing"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text.lines().find_map(|l| l.strip_prefix("# key: ")).expect("key line").to_string();
+    let config = sessiongate::config::Config::from_toml(&text).expect("the printed entry is valid config");
+    let keys = sessiongate::auth::ApiKeys::from_config(&config.auth.api_keys, "admin").unwrap();
+    assert_eq!(&*keys.authenticate(key.as_bytes()).unwrap().id, "apikey:billing");
+    assert!(!text.contains(&format!("sha256 = \"{key}\"")), "only the hash is configured");
 }

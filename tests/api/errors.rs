@@ -17,17 +17,8 @@ async fn unknown_routes_are_404_problems() {
 #[tokio::test]
 async fn wrong_methods_are_405_problems() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .put(app.url("/v1/sessions"))
-        .bearer_auth(token("alice"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.headers().get("allow").is_some(),
-        "405 names the allowed methods"
-    );
+    let r = app.client.put(app.url("/v1/sessions")).bearer_auth(token("alice")).send().await.unwrap();
+    assert!(r.headers().get("allow").is_some(), "405 names the allowed methods");
     assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
     let r = app.client.post(app.url("/healthz")).send().await.unwrap();
     assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
@@ -75,29 +66,15 @@ async fn wrong_shapes_are_422_with_field_errors() {
         "VALIDATION_FAILED",
     )
     .await;
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tool_set"),
-        "{body}"
-    );
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("tool_set"), "{body}");
     // Mass assignment: fields the client may not set are refused, not ignored.
     let body = assert_problem(
-        app.post(
-            &alice,
-            "/v1/sessions",
-            json!({"tool_set": "general", "user_id": "mallory"}),
-        )
-        .await,
+        app.post(&alice, "/v1/sessions", json!({"tool_set": "general", "user_id": "mallory"})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "VALIDATION_FAILED",
     )
     .await;
-    assert!(
-        body["errors"][0]["message"].as_str().unwrap().contains("user_id"),
-        "{body}"
-    );
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("user_id"), "{body}");
     assert!(app.live_ids(&alice).await.is_empty());
 
     let s = app.create_ok(&alice, "general").await;
@@ -108,16 +85,9 @@ async fn wrong_shapes_are_422_with_field_errors() {
         "VALIDATION_FAILED",
     )
     .await;
-    assert_eq!(
-        body["errors"],
-        json!([{"field": "input", "message": "must not be blank"}])
-    );
-    let got: Value = app
-        .get(&alice, &format!("/v1/sessions/{}", s["id"].as_str().unwrap()))
-        .await
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(body["errors"], json!([{"field": "input", "message": "must not be blank"}]));
+    let got: Value =
+        app.get(&alice, &format!("/v1/sessions/{}", s["id"].as_str().unwrap())).await.json().await.unwrap();
     assert_eq!(got["conversation_turns"], 0, "a refused query counts no turn");
 }
 
@@ -220,13 +190,7 @@ async fn a_request_over_the_timeout_is_408() {
 #[tokio::test]
 async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "abc-123.x:y")
-        .send()
-        .await
-        .unwrap();
+    let r = app.client.get(app.url("/healthz")).header("x-request-id", "abc-123.x:y").send().await.unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123.x:y");
     let r = app
         .client
@@ -238,13 +202,7 @@ async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
     let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_ne!(generated, "bad id with spaces");
     assert!(uuid::Uuid::parse_str(&generated).is_ok());
-    let r = app
-        .client
-        .get(app.url("/nope"))
-        .header("x-request-id", "trace-me")
-        .send()
-        .await
-        .unwrap();
+    let r = app.client.get(app.url("/nope")).header("x-request-id", "trace-me").send().await.unwrap();
     let body = assert_problem(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     assert_eq!(body["request_id"], "trace-me");
 }

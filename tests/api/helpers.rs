@@ -81,10 +81,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     let clock = ManualClock::new(T0);
     let app = Application::build(
         test_config(extra),
-        BuildOptions {
-            production: true,
-            clock: Some(Arc::new(clock.clone()) as Arc<dyn Clock>),
-        },
+        BuildOptions { production: true, clock: Some(Arc::new(clock.clone()) as Arc<dyn Clock>) },
     )
     .await
     .expect("app builds");
@@ -93,13 +90,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    TestApp {
-        addr,
-        client: client(),
-        clock,
-        shutdown: Some(tx),
-        handle: Some(handle),
-    }
+    TestApp { addr, client: client(), clock, shutdown: Some(tx), handle: Some(handle) }
 }
 
 /// A plain HTTP client for talking to test servers.
@@ -127,46 +118,23 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.expect("request")
     }
 
     pub async fn patch(&self, token: &str, path: &str, body: Value) -> Response {
-        self.client
-            .patch(self.url(path))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+        self.client.patch(self.url(path)).bearer_auth(token).json(&body).send().await.expect("request")
     }
 
     pub async fn delete(&self, token: &str, path: &str) -> Response {
-        self.client
-            .delete(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn create(&self, token: &str, tool_set: &str) -> Response {
-        self.post(token, "/v1/sessions", json!({ "tool_set": tool_set }))
-            .await
+        self.post(token, "/v1/sessions", json!({ "tool_set": tool_set })).await
     }
 
     /// Create and return the session body, asserting 201.
@@ -189,14 +157,7 @@ impl TestApp {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text")
     }
 
     /// The value of one sample line, e.g. `sessiongate_sessions_ended_total{reason="expired"}`.
@@ -252,26 +213,13 @@ where
 /// Assert a problem+json response with this status and code; returns the body.
 pub async fn assert_problem(r: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(r.status(), status, "status");
-    let ct = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string());
+    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
     assert_eq!(ct.as_deref(), Some("application/problem+json"), "content type");
-    let request_id = r
-        .headers()
-        .get("x-request-id")
-        .map(|v| v.to_str().unwrap().to_string());
+    let request_id = r.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string());
     let body: Value = r.json().await.expect("problem body is JSON");
     assert_eq!(body["code"], code, "code in {body}");
     assert_eq!(body["status"], status.as_u16(), "status in {body}");
-    assert!(
-        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
-        "{body}"
-    );
-    assert_eq!(
-        body["request_id"].as_str(),
-        request_id.as_deref(),
-        "request_id matches header"
-    );
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
+    assert_eq!(body["request_id"].as_str(), request_id.as_deref(), "request_id matches header");
     body
 }

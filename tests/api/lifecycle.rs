@@ -14,29 +14,15 @@ async fn an_expired_session_frees_its_slot_before_any_reaper_sweep() {
     let app = spawn_app_with(REJECT_CAP_1).await;
     let alice = token("alice");
     app.create_ok(&alice, "general").await;
-    assert_eq!(
-        app.create(&alice, "general").await.status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(app.create(&alice, "general").await.status(), StatusCode::TOO_MANY_REQUESTS);
     app.clock.advance(Duration::from_secs(60));
     let r = app.create(&alice, "general").await;
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "the expired session did not count"
-    );
+    assert_eq!(r.status(), StatusCode::CREATED, "the expired session did not count");
     let s: Value = r.json().await.unwrap();
     assert!(s.get("evicted_session_id").is_none(), "nothing had to be evicted");
-    assert_eq!(
-        app.live_ids(&alice).await,
-        vec![s["id"].as_str().unwrap().to_string()]
-    );
+    assert_eq!(app.live_ids(&alice).await, vec![s["id"].as_str().unwrap().to_string()]);
     // And it was not counted as an end yet: only the reaper records expiries.
-    assert_eq!(
-        app.metric(r#"sessiongate_sessions_ended_total{reason="expired"}"#)
-            .await,
-        Some(0.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="expired"}"#).await, Some(0.0));
 }
 
 #[tokio::test]
@@ -48,17 +34,9 @@ async fn expiry_is_the_sooner_of_idle_ttl_and_max_lifetime() {
     let hb = format!("/v1/sessions/{}/heartbeat", s["id"].as_str().unwrap());
     app.clock.advance(Duration::from_secs(9 * 60));
     let s: Value = app.post(&alice, &hb, json!({})).await.json().await.unwrap();
-    assert_eq!(
-        s["expires_at"], "2026-11-25T10:15:00.000Z",
-        "capped by max_lifetime"
-    );
+    assert_eq!(s["expires_at"], "2026-11-25T10:15:00.000Z", "capped by max_lifetime");
     app.clock.advance(Duration::from_secs(6 * 60));
-    assert_problem(
-        app.post(&alice, &hb, json!({})).await,
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-    )
-    .await;
+    assert_problem(app.post(&alice, &hb, json!({})).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 }
 
 // 2. Expired sessions are removed, and each is counted once.
@@ -72,9 +50,7 @@ async fn the_reaper_removes_expired_sessions_and_counts_each_once() {
     app.create_ok(&token("bob"), "research").await;
     assert!(
         eventually(Duration::from_secs(5), || async {
-            app.metric(r#"sessiongate_sessions_active{tool_set="general"}"#)
-                .await
-                == Some(3.0)
+            app.metric(r#"sessiongate_sessions_active{tool_set="general"}"#).await == Some(3.0)
         })
         .await,
         "active gauge reports live sessions"
@@ -82,38 +58,23 @@ async fn the_reaper_removes_expired_sessions_and_counts_each_once() {
     app.clock.advance(Duration::from_secs(61));
     assert!(
         eventually(Duration::from_secs(5), || async {
-            app.metric(r#"sessiongate_sessions_ended_total{reason="expired"}"#)
-                .await
-                == Some(4.0)
+            app.metric(r#"sessiongate_sessions_ended_total{reason="expired"}"#).await == Some(4.0)
         })
         .await,
         "all four expiries counted"
     );
     // Many more sweeps later, still exactly four.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="expired"}"#).await, Some(4.0));
+    assert_eq!(app.metric(r#"sessiongate_sessions_active{tool_set="general"}"#).await, Some(0.0));
+    assert_eq!(app.metric("sessiongate_sessions_expired_pending").await, Some(0.0));
     assert_eq!(
-        app.metric(r#"sessiongate_sessions_ended_total{reason="expired"}"#)
-            .await,
-        Some(4.0)
-    );
-    assert_eq!(
-        app.metric(r#"sessiongate_sessions_active{tool_set="general"}"#)
-            .await,
-        Some(0.0)
-    );
-    assert_eq!(
-        app.metric("sessiongate_sessions_expired_pending").await,
-        Some(0.0)
-    );
-    assert_eq!(
-        app.metric(r#"sessiongate_session_lifetime_seconds_count{reason="expired"}"#)
-            .await,
+        app.metric(r#"sessiongate_session_lifetime_seconds_count{reason="expired"}"#).await,
         Some(4.0)
     );
     // The lifetime is measured to the expiry instant, not to the sweep.
     assert_eq!(
-        app.metric(r#"sessiongate_session_lifetime_seconds_sum{reason="expired"}"#)
-            .await,
+        app.metric(r#"sessiongate_session_lifetime_seconds_sum{reason="expired"}"#).await,
         Some(240.0)
     );
     assert!(app.live_ids(&alice).await.is_empty());
@@ -125,21 +86,11 @@ async fn thirty_concurrent_creates_at_cap_three_leave_exactly_three_when_rejecti
     let app = spawn_app_with("[sessions]\nmax_per_user = 3\non_limit = \"reject\"").await;
     let alice = token("alice");
     let results = futures::future::join_all((0..30).map(|_| app.create(&alice, "general"))).await;
-    let created = results
-        .iter()
-        .filter(|r| r.status() == StatusCode::CREATED)
-        .count();
-    let rejected = results
-        .iter()
-        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
-        .count();
+    let created = results.iter().filter(|r| r.status() == StatusCode::CREATED).count();
+    let rejected = results.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).count();
     assert_eq!((created, rejected), (3, 27));
     assert_eq!(app.live_ids(&alice).await.len(), 3);
-    assert_eq!(
-        app.metric(r#"sessiongate_session_limit_hits_total{action="rejected"}"#)
-            .await,
-        Some(27.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_session_limit_hits_total{action="rejected"}"#).await, Some(27.0));
 }
 
 #[tokio::test]
@@ -149,16 +100,8 @@ async fn thirty_concurrent_creates_at_cap_three_leave_exactly_three_when_evictin
     let results = futures::future::join_all((0..30).map(|_| app.create(&alice, "general"))).await;
     assert!(results.iter().all(|r| r.status() == StatusCode::CREATED));
     assert_eq!(app.live_ids(&alice).await.len(), 3);
-    assert_eq!(
-        app.metric(r#"sessiongate_sessions_ended_total{reason="evicted"}"#)
-            .await,
-        Some(27.0)
-    );
-    assert_eq!(
-        app.metric(r#"sessiongate_sessions_created_total{tool_set="general"}"#)
-            .await,
-        Some(30.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="evicted"}"#).await, Some(27.0));
+    assert_eq!(app.metric(r#"sessiongate_sessions_created_total{tool_set="general"}"#).await, Some(30.0));
 }
 
 // 4. At the cap: evict the least recently active, or reject with Retry-After.
@@ -178,22 +121,12 @@ async fn eviction_picks_the_least_recently_active_not_the_oldest() {
     assert_eq!(third["evicted_session_id"], newer["id"]);
     let mut live = app.live_ids(&alice).await;
     live.sort();
-    let mut expected = vec![
-        oldest["id"].as_str().unwrap().to_string(),
-        third["id"].as_str().unwrap().to_string(),
-    ];
+    let mut expected =
+        vec![oldest["id"].as_str().unwrap().to_string(), third["id"].as_str().unwrap().to_string()];
     expected.sort();
     assert_eq!(live, expected);
-    assert_eq!(
-        app.metric(r#"sessiongate_session_limit_hits_total{action="evicted"}"#)
-            .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        app.metric(r#"sessiongate_sessions_ended_total{reason="evicted"}"#)
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_session_limit_hits_total{action="evicted"}"#).await, Some(1.0));
+    assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="evicted"}"#).await, Some(1.0));
 }
 
 #[tokio::test]
@@ -228,13 +161,7 @@ async fn migration_keeps_the_id_and_the_slot_and_resets_the_conversation() {
     app.post(&alice, &q, json!({"input": "two"})).await;
     app.clock.advance(Duration::from_secs(5));
     // At the cap, migrating still works: it never frees or takes a slot.
-    let r = app
-        .patch(
-            &alice,
-            &format!("/v1/sessions/{id}"),
-            json!({"tool_set": "research"}),
-        )
-        .await;
+    let r = app.patch(&alice, &format!("/v1/sessions/{id}"), json!({"tool_set": "research"})).await;
     assert_eq!(r.status(), StatusCode::OK);
     let m: Value = r.json().await.unwrap();
     assert_eq!(m["id"], s["id"]);
@@ -248,12 +175,7 @@ async fn migration_keeps_the_id_and_the_slot_and_resets_the_conversation() {
         StatusCode::TOO_MANY_REQUESTS,
         "slot still held"
     );
-    let r: Value = app
-        .post(&alice, &q, json!({"input": "three"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let r: Value = app.post(&alice, &q, json!({"input": "three"})).await.json().await.unwrap();
     assert_eq!(r["turn"], 1, "the conversation started over");
     assert_eq!(r["tool_set"], "research");
     assert_eq!(
@@ -261,11 +183,7 @@ async fn migration_keeps_the_id_and_the_slot_and_resets_the_conversation() {
             .await,
         Some(1.0)
     );
-    assert_eq!(
-        app.metric(r#"sessiongate_sessions_ended_total{reason="deleted"}"#)
-            .await,
-        Some(0.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="deleted"}"#).await, Some(0.0));
 }
 
 #[tokio::test]
@@ -274,26 +192,14 @@ async fn migrating_to_the_current_tool_set_is_only_activity() {
     let alice = token("alice");
     let s = app.create_ok(&alice, "general").await;
     let id = s["id"].as_str().unwrap();
-    app.post(
-        &alice,
-        &format!("/v1/sessions/{id}/queries"),
-        json!({"input": "x"}),
-    )
-    .await;
+    app.post(&alice, &format!("/v1/sessions/{id}/queries"), json!({"input": "x"})).await;
     let m: Value = app
-        .patch(
-            &alice,
-            &format!("/v1/sessions/{id}"),
-            json!({"tool_set": "general"}),
-        )
+        .patch(&alice, &format!("/v1/sessions/{id}"), json!({"tool_set": "general"}))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        (m["migrations"].as_u64(), m["conversation_turns"].as_u64()),
-        (Some(0), Some(1))
-    );
+    assert_eq!((m["migrations"].as_u64(), m["conversation_turns"].as_u64()), (Some(0), Some(1)));
 }
 
 // 6. Idempotent create.
@@ -323,15 +229,10 @@ async fn the_same_idempotency_key_replays_the_original_response_even_after_the_s
         again.headers()["location"],
         format!("/v1/sessions/{}", first["id"].as_str().unwrap()).as_str()
     );
-    assert_eq!(
-        again.json::<Value>().await.unwrap(),
-        first,
-        "the original response, byte for byte"
-    );
+    assert_eq!(again.json::<Value>().await.unwrap(), first, "the original response, byte for byte");
     assert_eq!(app.live_ids(&alice).await.len(), 1, "no second session");
 
-    app.delete(&alice, &format!("/v1/sessions/{}", first["id"].as_str().unwrap()))
-        .await;
+    app.delete(&alice, &format!("/v1/sessions/{}", first["id"].as_str().unwrap())).await;
     let after_end = send(json!({"tool_set": "general"}), "k-1", alice.clone()).await;
     assert_eq!(after_end.headers()["idempotent-replayed"], "true");
     assert_eq!(after_end.json::<Value>().await.unwrap(), first);
@@ -383,8 +284,7 @@ async fn an_eviction_is_replayed_with_the_same_evicted_id() {
     assert_eq!(first["evicted_session_id"], victim["id"]);
     assert_eq!(send().await, first);
     assert_eq!(
-        app.metric(r#"sessiongate_sessions_ended_total{reason="evicted"}"#)
-            .await,
+        app.metric(r#"sessiongate_sessions_ended_total{reason="evicted"}"#).await,
         Some(1.0),
         "evicted once"
     );
@@ -398,28 +298,16 @@ async fn heartbeat_query_and_migrate_each_extend_life() {
     let s = app.create_ok(&alice, "general").await;
     let base = format!("/v1/sessions/{}", s["id"].as_str().unwrap());
     app.clock.advance(Duration::from_secs(50));
-    let hb: Value = app
-        .post(&alice, &format!("{base}/heartbeat"), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let hb: Value = app.post(&alice, &format!("{base}/heartbeat"), json!({})).await.json().await.unwrap();
     assert_eq!(hb["last_active_at"], "2026-11-25T10:00:50.000Z");
     assert_eq!(hb["expires_at"], "2026-11-25T10:01:50.000Z");
     app.clock.advance(Duration::from_secs(50));
     assert_eq!(
-        app.post(&alice, &format!("{base}/queries"), json!({"input": "x"}))
-            .await
-            .status(),
+        app.post(&alice, &format!("{base}/queries"), json!({"input": "x"})).await.status(),
         StatusCode::OK
     );
     app.clock.advance(Duration::from_secs(50));
-    let m: Value = app
-        .patch(&alice, &base, json!({"tool_set": "coding"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let m: Value = app.patch(&alice, &base, json!({"tool_set": "coding"})).await.json().await.unwrap();
     assert_eq!(m["last_active_at"], "2026-11-25T10:02:30.000Z");
     assert_eq!(m["expires_at"], "2026-11-25T10:03:30.000Z");
     app.clock.advance(Duration::from_secs(59));
@@ -428,10 +316,7 @@ async fn heartbeat_query_and_migrate_each_extend_life() {
         StatusCode::OK,
         "still live after 209 s of a 60 s idle TTL"
     );
-    assert_eq!(
-        app.metric("sessiongate_session_heartbeats_total").await,
-        Some(1.0)
-    );
+    assert_eq!(app.metric("sessiongate_session_heartbeats_total").await, Some(1.0));
 }
 
 #[tokio::test]
@@ -452,17 +337,11 @@ async fn delete_frees_the_slot_at_once() {
     let alice = token("alice");
     let s = app.create_ok(&alice, "general").await;
     assert_eq!(
-        app.delete(&alice, &format!("/v1/sessions/{}", s["id"].as_str().unwrap()))
-            .await
-            .status(),
+        app.delete(&alice, &format!("/v1/sessions/{}", s["id"].as_str().unwrap())).await.status(),
         StatusCode::NO_CONTENT
     );
     assert_eq!(app.create(&alice, "general").await.status(), StatusCode::CREATED);
-    assert_eq!(
-        app.metric(r#"sessiongate_sessions_ended_total{reason="deleted"}"#)
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="deleted"}"#).await, Some(1.0));
 }
 
 #[tokio::test]
@@ -471,29 +350,17 @@ async fn admin_revoke_frees_every_slot_at_once() {
     let alice = token("alice");
     let a = app.create_ok(&alice, "general").await;
     let b = app.create_ok(&alice, "research").await;
-    assert_eq!(
-        app.create(&alice, "general").await.status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    let r = app
-        .delete(&admin_token("oncall"), "/v1/admin/users/alice/sessions")
-        .await;
+    assert_eq!(app.create(&alice, "general").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = app.delete(&admin_token("oncall"), "/v1/admin/users/alice/sessions").await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["user"], "alice");
     let mut revoked: Vec<String> = serde_json::from_value(body["revoked_session_ids"].clone()).unwrap();
     revoked.sort();
-    let mut expected = vec![
-        a["id"].as_str().unwrap().to_string(),
-        b["id"].as_str().unwrap().to_string(),
-    ];
+    let mut expected = vec![a["id"].as_str().unwrap().to_string(), b["id"].as_str().unwrap().to_string()];
     expected.sort();
     assert_eq!(revoked, expected);
     assert!(app.live_ids(&alice).await.is_empty());
     assert_eq!(app.create(&alice, "general").await.status(), StatusCode::CREATED);
-    assert_eq!(
-        app.metric(r#"sessiongate_sessions_ended_total{reason="revoked"}"#)
-            .await,
-        Some(2.0)
-    );
+    assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="revoked"}"#).await, Some(2.0));
 }

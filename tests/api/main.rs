@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod auth_keys;
 mod cli;
 mod errors;
 mod lifecycle;

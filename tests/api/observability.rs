@@ -21,10 +21,7 @@ async fn http_metrics_are_labelled_by_route_template_never_by_raw_path() {
     assert!(!text.contains(id), "no session id in any label");
     assert!(!text.contains("alice"), "no user id in any label");
     assert!(!text.contains("/some/random/path"), "no raw path in any label");
-    assert!(
-        text.contains("# TYPE http_server_request_duration_seconds histogram"),
-        "buckets, not a summary"
-    );
+    assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"), "buckets, not a summary");
     assert!(text.contains(r#"le="0.0005""#));
 }
 
@@ -46,18 +43,9 @@ async fn known_series_start_at_zero_and_build_info_is_one() {
     ] {
         assert!(text.contains(series), "missing {series}");
     }
-    let build = text
-        .lines()
-        .find(|l| l.starts_with("sessiongate_build_info{"))
-        .expect("build info");
-    assert!(
-        build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))),
-        "{build}"
-    );
-    assert!(
-        build.contains(r#"store_backend="memory""#) && build.ends_with(" 1"),
-        "{build}"
-    );
+    let build = text.lines().find(|l| l.starts_with("sessiongate_build_info{")).expect("build info");
+    assert!(build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))), "{build}");
+    assert!(build.contains(r#"store_backend="memory""#) && build.ends_with(" 1"), "{build}");
     assert!(text.contains("# HELP sessiongate_sessions_ended_total Sessions ended, by reason"));
 }
 
@@ -68,27 +56,17 @@ async fn every_session_series_moves_with_the_workload() {
     let s = app.create_ok(&alice, "general").await;
     let base = format!("/v1/sessions/{}", s["id"].as_str().unwrap());
     app.post(&alice, &format!("{base}/heartbeat"), json!({})).await;
-    app.post(&alice, &format!("{base}/queries"), json!({"input": "x"}))
-        .await;
+    app.post(&alice, &format!("{base}/queries"), json!({"input": "x"})).await;
     app.patch(&alice, &base, json!({"tool_set": "coding"})).await;
     app.create_ok(&alice, "general").await; // evicts the first
     let checks = [
         (r#"sessiongate_sessions_created_total{tool_set="general"}"#, 2.0),
         (r#"sessiongate_sessions_ended_total{reason="evicted"}"#, 1.0),
-        (
-            r#"sessiongate_session_lifetime_seconds_count{reason="evicted"}"#,
-            1.0,
-        ),
-        (
-            r#"sessiongate_session_migrations_total{from_tool_set="general",to_tool_set="coding"}"#,
-            1.0,
-        ),
+        (r#"sessiongate_session_lifetime_seconds_count{reason="evicted"}"#, 1.0),
+        (r#"sessiongate_session_migrations_total{from_tool_set="general",to_tool_set="coding"}"#, 1.0),
         ("sessiongate_session_heartbeats_total", 1.0),
         (r#"sessiongate_session_limit_hits_total{action="evicted"}"#, 1.0),
-        (
-            r#"sessiongate_agent_query_duration_seconds_count{tool_set="general",outcome="ok"}"#,
-            1.0,
-        ),
+        (r#"sessiongate_agent_query_duration_seconds_count{tool_set="general",outcome="ok"}"#, 1.0),
         (r#"http_server_active_requests{http_request_method="GET"}"#, 1.0),
     ];
     for (series, want) in checks {
@@ -106,20 +84,8 @@ async fn metrics_can_have_their_own_listener() {
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        doc["openapi"].as_str().unwrap().starts_with("3.1"),
-        "{}",
-        doc["openapi"]
-    );
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
         ("/v1/tool-sets", "get"),
@@ -137,10 +103,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/metrics", "get"),
         ("/openapi.json", "get"),
     ] {
-        assert!(
-            paths.get(path).and_then(|p| p.get(method)).is_some(),
-            "{method} {path} missing"
-        );
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["Problem"].is_object());

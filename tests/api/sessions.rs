@@ -67,23 +67,10 @@ async fn list_is_wrapped_and_holds_only_the_callers_sessions() {
     app.clock.advance_ms(1);
     let a2 = app.create_ok(&token("alice"), "research").await;
     app.create_ok(&token("bob"), "general").await;
-    let body: Value = app
-        .get(&token("alice"), "/v1/sessions")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = body["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        vec![a1["id"].as_str().unwrap(), a2["id"].as_str().unwrap()],
-        "oldest first"
-    );
+    let body: Value = app.get(&token("alice"), "/v1/sessions").await.json().await.unwrap();
+    let ids: Vec<&str> =
+        body["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![a1["id"].as_str().unwrap(), a2["id"].as_str().unwrap()], "oldest first");
 }
 
 #[tokio::test]
@@ -92,25 +79,17 @@ async fn queries_count_turns_and_echo_deterministically() {
     let s = app.create_ok(&token("alice"), "general").await;
     let path = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
     for turn in 1..=3 {
-        let r = app
-            .post(&token("alice"), &path, json!({"input": format!("hello {turn}")}))
-            .await;
+        let r = app.post(&token("alice"), &path, json!({"input": format!("hello {turn}")})).await;
         assert_eq!(r.status(), StatusCode::OK);
         let q: Value = r.json().await.unwrap();
         assert_eq!(q["session_id"], s["id"]);
         assert_eq!(q["turn"], turn);
         assert_eq!(q["tool_set"], "general");
-        assert_eq!(
-            q["output"],
-            format!("[general turn {turn} via search,calculator] hello {turn}")
-        );
+        assert_eq!(q["output"], format!("[general turn {turn} via search,calculator] hello {turn}"));
         assert!(q["duration_ms"].is_u64());
     }
     let got: Value = app
-        .get(
-            &token("alice"),
-            &format!("/v1/sessions/{}", s["id"].as_str().unwrap()),
-        )
+        .get(&token("alice"), &format!("/v1/sessions/{}", s["id"].as_str().unwrap()))
         .await
         .json()
         .await
@@ -142,18 +121,8 @@ async fn delete_answers_204_and_the_session_is_gone() {
     let r = app.delete(&token("alice"), &path).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.text().await.unwrap(), "");
-    assert_problem(
-        app.get(&token("alice"), &path).await,
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-    )
-    .await;
-    assert_problem(
-        app.delete(&token("alice"), &path).await,
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-    )
-    .await;
+    assert_problem(app.get(&token("alice"), &path).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_problem(app.delete(&token("alice"), &path).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 }
 
 #[tokio::test]
@@ -167,15 +136,11 @@ async fn another_users_session_is_a_404_on_every_verb() {
         app.get(&bob, &path).await,
         app.patch(&bob, &path, json!({"tool_set": "research"})).await,
         app.post(&bob, &format!("{path}/heartbeat"), json!({})).await,
-        app.post(&bob, &format!("{path}/queries"), json!({"input": "hi"}))
-            .await,
+        app.post(&bob, &format!("{path}/queries"), json!({"input": "hi"})).await,
         app.delete(&bob, &path).await,
     ] {
         let body = assert_problem(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
-        assert_eq!(
-            body["detail"], "no such session",
-            "same answer as a missing session"
-        );
+        assert_eq!(body["detail"], "no such session", "same answer as a missing session");
     }
     // A session that never existed answers identically.
     let missing = format!("/v1/sessions/{}", uuid::Uuid::now_v7());

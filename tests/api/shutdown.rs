@@ -23,14 +23,7 @@ async fn in_flight_requests_finish_after_shutdown_is_signalled() {
     assert_eq!(r.status(), StatusCode::OK, "the in-flight query completed");
     let addr = app.addr;
     app.stop().await.expect("clean stop");
-    assert!(
-        client()
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .is_err(),
-        "no longer accepting"
-    );
+    assert!(client().get(format!("http://{addr}/healthz")).send().await.is_err(), "no longer accepting");
 }
 
 #[tokio::test]

@@ -15,34 +15,13 @@ const T0: i64 = 1_795_600_800_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create {
-        user: usize,
-        tool: usize,
-        key: Option<u8>,
-    },
-    Heartbeat {
-        user: usize,
-        pick: usize,
-    },
-    Query {
-        user: usize,
-        pick: usize,
-    },
-    Migrate {
-        user: usize,
-        pick: usize,
-        tool: usize,
-    },
-    Delete {
-        user: usize,
-        pick: usize,
-    },
-    Revoke {
-        user: usize,
-    },
-    Advance {
-        ms: i64,
-    },
+    Create { user: usize, tool: usize, key: Option<u8> },
+    Heartbeat { user: usize, pick: usize },
+    Query { user: usize, pick: usize },
+    Migrate { user: usize, pick: usize, tool: usize },
+    Delete { user: usize, pick: usize },
+    Revoke { user: usize },
+    Advance { ms: i64 },
     Reap,
 }
 
@@ -65,11 +44,7 @@ fn limits() -> impl Strategy<Value = Limits> {
             max_per_user: cap,
             idle_ttl_ms: idle,
             max_lifetime_ms: life,
-            on_limit: if reject {
-                OnLimit::Reject
-            } else {
-                OnLimit::EvictOldest
-            },
+            on_limit: if reject { OnLimit::Reject } else { OnLimit::EvictOldest },
             idempotency_ttl_ms: 45_000,
         }
     })
@@ -115,31 +90,18 @@ fn expiry(created: i64, active: i64, l: &Limits) -> i64 {
 
 impl Model {
     fn live(&self, user: usize, now: i64) -> Vec<&M> {
-        let mut v: Vec<&M> = self
-            .sessions
-            .iter()
-            .filter(|s| s.user == user && s.expires > now)
-            .collect();
+        let mut v: Vec<&M> = self.sessions.iter().filter(|s| s.user == user && s.expires > now).collect();
         v.sort_by_key(|s| (s.created, s.id));
         v
     }
 
     fn apply(&mut self, op: &Op, id: Uuid, picked: Option<Uuid>, now: i64, l: &Limits) -> Out {
         let view = |s: &M| {
-            Out::Session(Some((
-                s.id,
-                TOOLS[s.tool].to_string(),
-                s.turns,
-                s.migrations,
-                s.active,
-                s.expires,
-            )))
+            Out::Session(Some((s.id, TOOLS[s.tool].to_string(), s.turns, s.migrations, s.active, s.expires)))
         };
         let find = |sessions: &mut Vec<M>, user: usize| -> Option<usize> {
             let id = picked?;
-            sessions
-                .iter()
-                .position(|s| s.id == id && s.user == user && s.expires > now)
+            sessions.iter().position(|s| s.id == id && s.user == user && s.expires > now)
         };
         match *op {
             Op::Create { user, tool, key } => {
@@ -147,11 +109,7 @@ impl Model {
                     && let Some((t, exp, snap, ev)) = self.idem.get(&(user, k))
                     && *exp > now
                 {
-                    return if *t == tool {
-                        Out::Replayed(snap.id, ev.clone())
-                    } else {
-                        Out::Conflict
-                    };
+                    return if *t == tool { Out::Replayed(snap.id, ev.clone()) } else { Out::Conflict };
                 }
                 let live: Vec<M> = self.live(user, now).into_iter().cloned().collect();
                 let mut evicted = Vec::new();
@@ -178,10 +136,8 @@ impl Model {
                     migrations: 0,
                 };
                 if let Some(k) = key {
-                    self.idem.insert(
-                        (user, k),
-                        (tool, now + l.idempotency_ttl_ms, s.clone(), evicted.clone()),
-                    );
+                    self.idem
+                        .insert((user, k), (tool, now + l.idempotency_ttl_ms, s.clone(), evicted.clone()));
                 }
                 self.sessions.push(s);
                 Out::Created(id, evicted)
@@ -215,12 +171,8 @@ impl Model {
                 Out::Ended(ended)
             }
             Op::Reap => {
-                let mut ended: Vec<Uuid> = self
-                    .sessions
-                    .iter()
-                    .filter(|s| s.expires <= now)
-                    .map(|s| s.id)
-                    .collect();
+                let mut ended: Vec<Uuid> =
+                    self.sessions.iter().filter(|s| s.expires <= now).map(|s| s.id).collect();
                 self.sessions.retain(|s| s.expires > now);
                 ended.sort();
                 Out::Ended(ended)
@@ -241,14 +193,7 @@ async fn apply_store(
     let view = |t: Option<Touched>| {
         Out::Session(t.map(|t| {
             let s = t.session;
-            (
-                s.id,
-                s.tool_set.to_string(),
-                s.conversation_turns,
-                s.migrations,
-                s.last_active_at,
-                s.expires_at,
-            )
+            (s.id, s.tool_set.to_string(), s.conversation_turns, s.migrations, s.last_active_at, s.expires_at)
         }))
     };
     let pick = picked.unwrap_or(Uuid::nil());
@@ -277,60 +222,30 @@ async fn apply_store(
                 CreateOutcome::LimitReached { retry_after_ms, live } => Out::Rejected(retry_after_ms, live),
             }
         }
-        Op::Heartbeat { user, .. } => view(
-            store
-                .touch(USERS[user], pick, Activity::Heartbeat, now, l)
-                .await
-                .unwrap(),
-        ),
-        Op::Query { user, .. } => view(
-            store
-                .touch(USERS[user], pick, Activity::Query, now, l)
-                .await
-                .unwrap(),
-        ),
+        Op::Heartbeat { user, .. } => {
+            view(store.touch(USERS[user], pick, Activity::Heartbeat, now, l).await.unwrap())
+        }
+        Op::Query { user, .. } => {
+            view(store.touch(USERS[user], pick, Activity::Query, now, l).await.unwrap())
+        }
         Op::Migrate { user, tool, .. } => view(
             store
-                .touch(
-                    USERS[user],
-                    pick,
-                    Activity::Migrate {
-                        tool_set: Arc::from(TOOLS[tool]),
-                    },
-                    now,
-                    l,
-                )
+                .touch(USERS[user], pick, Activity::Migrate { tool_set: Arc::from(TOOLS[tool]) }, now, l)
                 .await
                 .unwrap(),
         ),
         Op::Delete { user, .. } => Out::Ended(
-            store
-                .delete(USERS[user], pick, now)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|s| s.id)
-                .collect(),
+            store.delete(USERS[user], pick, now).await.unwrap().into_iter().map(|s| s.id).collect(),
         ),
         Op::Revoke { user } => {
-            let mut ids: Vec<Uuid> = store
-                .revoke_user(USERS[user], now)
-                .await
-                .unwrap()
-                .iter()
-                .map(|s| s.id)
-                .collect();
+            let mut ids: Vec<Uuid> =
+                store.revoke_user(USERS[user], now).await.unwrap().iter().map(|s| s.id).collect();
             ids.sort();
             Out::Ended(ids)
         }
         Op::Reap => {
-            let mut ids: Vec<Uuid> = store
-                .reap(now, usize::MAX)
-                .await
-                .unwrap()
-                .iter()
-                .map(|s| s.id)
-                .collect();
+            let mut ids: Vec<Uuid> =
+                store.reap(now, usize::MAX).await.unwrap().iter().map(|s| s.id).collect();
             ids.sort();
             Out::Ended(ids)
         }
@@ -366,22 +281,9 @@ async fn run_against_model(
             ids.push(id);
         }
         for (u, user) in USERS.iter().enumerate() {
-            let listed: Vec<Uuid> = store
-                .list(user, now)
-                .await
-                .unwrap()
-                .iter()
-                .map(|s| s.id)
-                .collect();
+            let listed: Vec<Uuid> = store.list(user, now).await.unwrap().iter().map(|s| s.id).collect();
             let expected: Vec<Uuid> = model.live(u, now).iter().map(|s| s.id).collect();
-            prop_assert_eq!(
-                listed,
-                expected,
-                "live sessions of {} after step {} {:?}",
-                user,
-                step,
-                op
-            );
+            prop_assert_eq!(listed, expected, "live sessions of {} after step {} {:?}", user, step, op);
         }
     }
     Ok(())

@@ -44,11 +44,7 @@ pub async fn create_get_list(store: Arc<dyn SessionStore>) {
     created(&*store, req("bob", "general", NOW, l)).await;
     assert_eq!(a.expires_at, NOW + 60_000);
     assert_eq!(store.get("alice", a.id, NOW).await.unwrap(), Some(a.clone()));
-    assert_eq!(
-        store.get("bob", a.id, NOW).await.unwrap(),
-        None,
-        "ownership is part of the lookup"
-    );
+    assert_eq!(store.get("bob", a.id, NOW).await.unwrap(), None, "ownership is part of the lookup");
     assert_eq!(store.list("alice", NOW + 1).await.unwrap(), vec![a, b]);
 }
 
@@ -58,10 +54,7 @@ pub async fn expired_sessions_are_invisible_and_never_count(store: Arc<dyn Sessi
     let at_expiry = a.expires_at;
     assert_eq!(store.get("alice", a.id, at_expiry).await.unwrap(), None);
     assert!(store.list("alice", at_expiry).await.unwrap().is_empty());
-    let hb = store
-        .touch("alice", a.id, Activity::Heartbeat, at_expiry, &l)
-        .await
-        .unwrap();
+    let hb = store.touch("alice", a.id, Activity::Heartbeat, at_expiry, &l).await.unwrap();
     assert_eq!(hb, None, "an expired session cannot be revived");
     assert_eq!(store.delete("alice", a.id, at_expiry).await.unwrap(), None);
     let (b, evicted) = created(&*store, req("alice", "general", at_expiry, l)).await;
@@ -73,11 +66,7 @@ pub async fn reject_reports_retry_after_and_live_ids(store: Arc<dyn SessionStore
     let l = limits(2, OnLimit::Reject);
     let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
     let (b, _) = created(&*store, req("alice", "general", NOW + 5_000, l)).await;
-    match store
-        .create(req("alice", "general", NOW + 10_000, l))
-        .await
-        .unwrap()
-    {
+    match store.create(req("alice", "general", NOW + 10_000, l)).await.unwrap() {
         CreateOutcome::LimitReached { retry_after_ms, live } => {
             assert_eq!(retry_after_ms, 50_000);
             assert_eq!(live, vec![a.id, b.id]);
@@ -90,20 +79,10 @@ pub async fn eviction_takes_the_least_recently_active(store: Arc<dyn SessionStor
     let l = limits(2, OnLimit::EvictOldest);
     let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
     let (b, _) = created(&*store, req("alice", "general", NOW + 1_000, l)).await;
-    store
-        .touch("alice", a.id, Activity::Heartbeat, NOW + 2_000, &l)
-        .await
-        .unwrap()
-        .unwrap();
+    store.touch("alice", a.id, Activity::Heartbeat, NOW + 2_000, &l).await.unwrap().unwrap();
     let (c, evicted) = created(&*store, req("alice", "general", NOW + 3_000, l)).await;
     assert_eq!(evicted.iter().map(|s| s.id).collect::<Vec<_>>(), vec![b.id]);
-    let mut live: Vec<Uuid> = store
-        .list("alice", NOW + 3_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let mut live: Vec<Uuid> = store.list("alice", NOW + 3_000).await.unwrap().iter().map(|s| s.id).collect();
     live.sort();
     let mut want = vec![a.id, c.id];
     want.sort();
@@ -118,49 +97,18 @@ pub async fn eviction_takes_the_least_recently_active(store: Arc<dyn SessionStor
 pub async fn activities_move_last_active_and_expiry(store: Arc<dyn SessionStore>) {
     let l = limits(3, OnLimit::Reject);
     let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
-    let t = store
-        .touch("alice", a.id, Activity::Query, NOW + 10, &l)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (t.session.conversation_turns, t.session.last_active_at),
-        (1, NOW + 10)
-    );
+    let t = store.touch("alice", a.id, Activity::Query, NOW + 10, &l).await.unwrap().unwrap();
+    assert_eq!((t.session.conversation_turns, t.session.last_active_at), (1, NOW + 10));
     assert_eq!(t.session.expires_at, NOW + 10 + 60_000);
     let t = store
-        .touch(
-            "alice",
-            a.id,
-            Activity::Migrate {
-                tool_set: Arc::from("coding"),
-            },
-            NOW + 20,
-            &l,
-        )
+        .touch("alice", a.id, Activity::Migrate { tool_set: Arc::from("coding") }, NOW + 20, &l)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(&*t.previous_tool_set, "general");
-    assert_eq!(
-        (
-            &*t.session.tool_set,
-            t.session.conversation_turns,
-            t.session.migrations
-        ),
-        ("coding", 0, 1)
-    );
-    assert_eq!(
-        store.get("alice", a.id, NOW + 20).await.unwrap(),
-        Some(t.session.clone())
-    );
-    assert_eq!(
-        store
-            .touch("bob", a.id, Activity::Heartbeat, NOW + 30, &l)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!((&*t.session.tool_set, t.session.conversation_turns, t.session.migrations), ("coding", 0, 1));
+    assert_eq!(store.get("alice", a.id, NOW + 20).await.unwrap(), Some(t.session.clone()));
+    assert_eq!(store.touch("bob", a.id, Activity::Heartbeat, NOW + 30, &l).await.unwrap(), None);
 }
 
 pub async fn delete_and_revoke_end_sessions_at_once(store: Arc<dyn SessionStore>) {
@@ -169,17 +117,9 @@ pub async fn delete_and_revoke_end_sessions_at_once(store: Arc<dyn SessionStore>
     let (b, _) = created(&*store, req("alice", "general", NOW, l)).await;
     let (c, _) = created(&*store, req("alice", "general", NOW, l)).await;
     assert_eq!(store.delete("bob", a.id, NOW).await.unwrap(), None);
-    assert_eq!(
-        store.delete("alice", a.id, NOW).await.unwrap().map(|s| s.id),
-        Some(a.id)
-    );
-    let mut revoked: Vec<Uuid> = store
-        .revoke_user("alice", NOW)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    assert_eq!(store.delete("alice", a.id, NOW).await.unwrap().map(|s| s.id), Some(a.id));
+    let mut revoked: Vec<Uuid> =
+        store.revoke_user("alice", NOW).await.unwrap().iter().map(|s| s.id).collect();
     revoked.sort();
     let mut want = vec![b.id, c.id];
     want.sort();
@@ -213,21 +153,12 @@ pub async fn reap_returns_each_expired_session_exactly_once(store: Arc<dyn Sessi
             }
         })
     });
-    let mut reaped: Vec<Uuid> = futures::future::join_all(reapers)
-        .await
-        .into_iter()
-        .flat_map(|r| r.unwrap())
-        .collect();
+    let mut reaped: Vec<Uuid> =
+        futures::future::join_all(reapers).await.into_iter().flat_map(|r| r.unwrap()).collect();
     reaped.sort();
     all.sort();
-    assert_eq!(
-        reaped, all,
-        "every expired session once, none twice, the live one kept"
-    );
-    assert_eq!(
-        store.get("late", alive.id, at).await.unwrap().map(|s| s.id),
-        Some(alive.id)
-    );
+    assert_eq!(reaped, all, "every expired session once, none twice, the live one kept");
+    assert_eq!(store.get("late", alive.id, at).await.unwrap().map(|s| s.id), Some(alive.id));
 }
 
 pub async fn stats_count_live_by_tool_set_and_pending_expiries(store: Arc<dyn SessionStore>) {
@@ -238,11 +169,7 @@ pub async fn stats_count_live_by_tool_set_and_pending_expiries(store: Arc<dyn Se
     let stats = store.stats(NOW + 60_000).await.unwrap();
     assert_eq!(stats.expired_pending, 1);
     assert_eq!(
-        stats
-            .active_by_tool_set
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect::<Vec<_>>(),
+        stats.active_by_tool_set.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Vec<_>>(),
         vec![("coding".into(), 2)]
     );
     store.reap(NOW + 60_000, 100).await.unwrap();
@@ -253,10 +180,7 @@ pub async fn idempotency_replays_conflicts_and_expires(store: Arc<dyn SessionSto
     let l = limits(1, OnLimit::EvictOldest);
     let with_key = |key: &str, fp: &str, now: i64| {
         let mut r = req("alice", "general", now, l);
-        r.idempotency = Some(IdempotencyRequest {
-            key: key.into(),
-            fingerprint: fp.into(),
-        });
+        r.idempotency = Some(IdempotencyRequest { key: key.into(), fingerprint: fp.into() });
         r
     };
     let (victim, _) = created(&*store, req("alice", "general", NOW, l)).await;
@@ -265,19 +189,13 @@ pub async fn idempotency_replays_conflicts_and_expires(store: Arc<dyn SessionSto
     store.delete("alice", first.id, NOW + 2).await.unwrap();
     assert_eq!(
         store.create(with_key("k", "fp1", NOW + 3)).await.unwrap(),
-        CreateOutcome::Replayed {
-            session: first.clone(),
-            evicted_ids: vec![victim.id]
-        }
+        CreateOutcome::Replayed { session: first.clone(), evicted_ids: vec![victim.id] }
     );
     assert_eq!(
         store.create(with_key("k", "fp2", NOW + 4)).await.unwrap(),
         CreateOutcome::IdempotencyConflict
     );
-    assert!(
-        store.list("alice", NOW + 4).await.unwrap().is_empty(),
-        "replays and conflicts create nothing"
-    );
+    assert!(store.list("alice", NOW + 4).await.unwrap().is_empty(), "replays and conflicts create nothing");
     // After the TTL the key is free again (once the reaper has run, or not).
     let after = NOW + 1 + 3_600_000;
     store.reap(after, 100).await.unwrap();
@@ -294,15 +212,9 @@ pub async fn the_cap_holds_under_concurrent_creates(store: Arc<dyn SessionStore>
             let r = req(&user, "general", NOW + (i % 3), l);
             tokio::spawn(async move { s.create(r).await.unwrap() })
         });
-        let outcomes: Vec<CreateOutcome> = futures::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
-        let created = outcomes
-            .iter()
-            .filter(|o| matches!(o, CreateOutcome::Created { .. }))
-            .count();
+        let outcomes: Vec<CreateOutcome> =
+            futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+        let created = outcomes.iter().filter(|o| matches!(o, CreateOutcome::Created { .. })).count();
         let live = store.list(&user, NOW + 3).await.unwrap().len();
         assert_eq!(live, 3, "{on_limit:?}");
         if on_limit == OnLimit::Reject {
@@ -310,13 +222,7 @@ pub async fn the_cap_holds_under_concurrent_creates(store: Arc<dyn SessionStore>
         } else {
             let evicted: usize = outcomes
                 .iter()
-                .map(|o| {
-                    if let CreateOutcome::Created { evicted, .. } = o {
-                        evicted.len()
-                    } else {
-                        0
-                    }
-                })
+                .map(|o| if let CreateOutcome::Created { evicted, .. } = o { evicted.len() } else { 0 })
                 .sum();
             assert_eq!((created, evicted), (30, 27));
         }
@@ -353,6 +259,4 @@ macro_rules! store_suite {
     };
 }
 
-store_suite!(memory, || async {
-    Arc::new(sessiongate::store::MemoryStore::new()) as Arc<dyn SessionStore>
-});
+store_suite!(memory, || async { Arc::new(sessiongate::store::MemoryStore::new()) as Arc<dyn SessionStore> });
