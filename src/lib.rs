@@ -8,7 +8,10 @@
 //!   service that orchestrates store, agent and events. No axum, no Redis.
 //! - [`store`]: `SessionStore` backends (memory).
 //! - [`agent`]: the `Agent` trait and its backends (echo).
-//! - [`auth`]: JWT verification, principals and roles. No sessions.
+//! - [`auth`]: JWT (HS256, RS256, PS256, ES256, EdDSA; PEM files, JWKS) and
+//!   API keys, principals and roles. No sessions.
+//! - [`ratelimit`]: sliding-window maths, limiter backends, policies, the IETF
+//!   headers, the per-IP key. No sessions, no axum handlers.
 //! - [`telemetry`]: the metrics catalog, domain events, log set-up.
 //! - [`http`]: router, handlers, extractors, middleware, problem+json.
 //! - [`net`]: outbound HTTP clients (TLS set-up, timeouts).
@@ -16,8 +19,9 @@
 //! - [`cli`]: the command line.
 //!
 //! Request path, outermost first: envelope (request id, span, metrics,
-//! problem rendering, access log) → timeout and body limit → authentication →
-//! admin gate → handler → service → store / agent.
+//! problem rendering, access log) → timeout and body limit → per-IP limit
+//! (`/v1` only) → authentication → per-principal limits → admin gate →
+//! handler → service → store / agent.
 
 pub mod agent;
 pub mod auth;
@@ -26,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod net;
+pub mod ratelimit;
 pub mod sessions;
 pub mod startup;
 pub mod store;

@@ -9,6 +9,7 @@ use crate::auth::{self, Jwks, mint_token};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
 use crate::http::{self, AppState};
+use crate::ratelimit::{self, MemoryLimiter, RateLimiter};
 use crate::sessions::{Limits, ServiceParts, SessionService, ToolSets};
 use crate::telemetry::{Events, Metrics};
 use crate::{agent, store};
@@ -75,6 +76,20 @@ impl Application {
         let store = store::build(&config.store).await.context("store")?;
         let tool_sets = ToolSets::from_config(&config.tool_sets);
         events.initialise(&tool_sets.names(), store.backend());
+        let policies = ratelimit::policies(&config.rate_limit, http::LIMITABLE_ROUTES)?;
+        events.initialise_rate_limits(&policies.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
+        let limiter = Arc::new(RateLimiter::new(
+            policies,
+            Arc::new(MemoryLimiter::default()),
+            config.rate_limit.on_store_error,
+            clock.clone(),
+            events.clone(),
+        ));
+        let per_ip = http::per_ip_config(
+            config.rate_limit.per_ip.per_second,
+            config.rate_limit.per_ip.burst,
+            &config.server.trusted_proxies,
+        );
         let service = Arc::new(SessionService::new(ServiceParts {
             store,
             agent: agent::build(&config.agent),
@@ -113,7 +128,8 @@ impl Application {
                     .with_context(|| format!("server.metrics_listen: cannot bind {addr}"))?,
             )
         };
-        let state = AppState { service, auth, events, metrics, draining: Default::default() };
+        let state =
+            AppState { service, auth, events, metrics, draining: Default::default(), limiter, per_ip };
         Ok(Self { listener, metrics_listener, state, config, dev, jwks })
     }
 
@@ -153,6 +169,21 @@ impl Application {
             state.service.clone().run_reaper(config.sessions.reaper_interval, background.clone()),
         );
         let jwks_refresher = jwks.map(|j| tokio::spawn(j.run_refresher(background.clone())));
+        let limiter_sweeper =
+            tokio::spawn(state.limiter.clone().run_sweeper(Duration::from_secs(10), background.clone()));
+        let per_ip_sweeper = state.per_ip.clone().map(|config| {
+            let cancel = background.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        // Forget IPs whose bucket has refilled: memory follows active clients.
+                        _ = tick.tick() => config.limiter().retain_recent(),
+                    }
+                }
+            })
+        });
         let upkeep = {
             let metrics = state.metrics.clone();
             let cancel = background.clone();
@@ -201,7 +232,10 @@ impl Application {
             _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => None,
         };
         background.cancel();
-        let _ = tokio::join!(reaper, upkeep);
+        let _ = tokio::join!(reaper, upkeep, limiter_sweeper);
+        if let Some(s) = per_ip_sweeper {
+            let _ = s.await;
+        }
         if let Some(j) = jwks_refresher {
             let _ = j.await;
         }

@@ -15,6 +15,28 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*d))
 }
 
+/// For `Option<Duration>` fields (`#[serde(default, with = "duration::option")]`).
+pub mod option {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => humantime::parse_duration(&text).map(Some).map_err(|e| {
+                serde::de::Error::custom(format!("{text:?} is not a duration like \"30m\" ({e})"))
+            }),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&super::format(*d)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// The shortest exact rendering in h, m, s or ms: `24h`, `90s`, `250ms`, `0ms`.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();

@@ -29,6 +29,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub sessions: SessionsConfig,
     pub store: StoreConfig,
+    pub rate_limit: RateLimitConfig,
     pub agent: AgentConfig,
     pub tool_sets: Vec<ToolSetConfig>,
     pub telemetry: TelemetryConfig,
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             cors_allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -194,6 +198,112 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self { backend: StoreBackend::Memory }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Fail open: admit, and count the error.
+    Allow,
+    /// Fail closed: answer 503.
+    Deny,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub on_store_error: OnStoreError,
+    /// Decide and count, but never reject (every policy).
+    pub shadow: bool,
+    pub per_ip: PerIpConfig,
+    pub policies: Vec<PolicyConfig>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let window = |name: &str, limit, routes: &[&str]| PolicyConfig {
+            name: name.into(),
+            kind: PolicyKind::Window,
+            limit,
+            window: Some(Duration::from_secs(60)),
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            shadow: false,
+            overrides: Vec::new(),
+        };
+        Self {
+            on_store_error: OnStoreError::Allow,
+            shadow: false,
+            per_ip: PerIpConfig::default(),
+            policies: vec![
+                window("default", 600, &[]),
+                window("session-create", 30, &["POST /v1/sessions"]),
+                PolicyConfig {
+                    name: "queries-in-flight".into(),
+                    kind: PolicyKind::Concurrency,
+                    limit: 4,
+                    window: None,
+                    routes: vec!["POST /v1/sessions/{id}/queries".into()],
+                    shadow: false,
+                    overrides: Vec::new(),
+                },
+            ],
+        }
+    }
+}
+
+/// GCRA per client IP, before authentication. `per_second` tokens are
+/// replenished each second into a bucket of `burst`; 0 turns it off.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerIpConfig {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for PerIpConfig {
+    fn default() -> Self {
+        Self { per_second: 100, burst: 200 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// At most `limit` requests per sliding `window`.
+    #[default]
+    Window,
+    /// At most `limit` requests in flight at once.
+    Concurrency,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: String,
+    #[serde(default)]
+    pub kind: PolicyKind,
+    pub limit: u64,
+    /// Window policies only.
+    #[serde(default, with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// `"METHOD /route/{template}"`; empty: every `/v1` route.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub shadow: bool,
+    #[serde(default)]
+    pub overrides: Vec<OverrideConfig>,
+}
+
+/// A different limit for principals with a role, or for one API key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    pub limit: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,6 +482,53 @@ impl Config {
             );
         }
         check(self.agent.timeout >= Duration::from_millis(1), "agent.timeout: must be at least 1ms");
+        let rl = &self.rate_limit;
+        check(
+            rl.per_ip.per_second == 0 || rl.per_ip.burst >= 1,
+            "rate_limit.per_ip.burst: must be at least 1 when per_second is set",
+        );
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in rl.policies.iter().enumerate() {
+            let key = format!("rate_limit.policies[{i}]");
+            check(
+                is_valid_name(&p.name),
+                &format!("{key}.name: {:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", p.name),
+            );
+            check(names.insert(&p.name), &format!("{key}.name: {:?} is defined twice", p.name));
+            check(p.limit >= 1, &format!("{key}.limit: must be at least 1"));
+            match (p.kind, p.window) {
+                (PolicyKind::Window, None) => {
+                    check(false, &format!("{key}.window: required for a window policy"))
+                }
+                (PolicyKind::Window, Some(w)) => check(
+                    w >= Duration::from_secs(1) && w.subsec_millis() == 0 && w <= Duration::from_secs(86_400),
+                    &format!("{key}.window: must be whole seconds between 1s and 24h"),
+                ),
+                (PolicyKind::Concurrency, Some(_)) => {
+                    check(false, &format!("{key}.window: a concurrency policy has no window"))
+                }
+                (PolicyKind::Concurrency, None) => {}
+            }
+            for (j, route) in p.routes.iter().enumerate() {
+                check(
+                    parse_route(route).is_some(),
+                    &format!("{key}.routes[{j}]: {route:?} must look like \"POST /v1/sessions\""),
+                );
+            }
+            for (j, o) in p.overrides.iter().enumerate() {
+                check(
+                    o.role.is_some() != o.api_key.is_some(),
+                    &format!("{key}.overrides[{j}]: set exactly one of role or api_key"),
+                );
+                check(o.limit >= 1, &format!("{key}.overrides[{j}].limit: must be at least 1"));
+                if let Some(id) = &o.api_key {
+                    check(
+                        self.auth.api_keys.iter().any(|k| &k.id == id),
+                        &format!("{key}.overrides[{j}].api_key: no auth.api_keys entry has id {id:?}"),
+                    );
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, ts) in self.tool_sets.iter().enumerate() {
             check(
@@ -394,6 +551,13 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
+}
+
+/// `"POST /v1/sessions/{id}"` → (`POST`, `/v1/sessions/{id}`).
+pub fn parse_route(route: &str) -> Option<(&str, &str)> {
+    let (method, path) = route.split_once(' ')?;
+    let known = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    (known.contains(&method) && path.starts_with("/v1/") && !path.contains(' ')).then_some((method, path))
 }
 
 /// RFC 8725: keys come from a pinned location, over TLS unless it is this host.

@@ -167,6 +167,36 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
 }
 
+/// Per-principal limits, after authentication: every policy that applies to
+/// this route is checked in one step; the headers go on the response, and
+/// in-flight slots are held until the response is produced (or the request
+/// is dropped).
+pub async fn limit_principal(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
+    use crate::ratelimit::Decision;
+    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
+        return next.run(req).await;
+    };
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let method = method_label(req.method());
+    match state.limiter.check(&principal, method, &route).await {
+        Decision::Admitted { headers, guard } => {
+            let mut response = next.run(req).await;
+            drop(guard);
+            if let Some(rl) = headers {
+                let mut extra = Vec::new();
+                super::problem::push_rate_limit_headers(&mut extra, &rl);
+                response.headers_mut().extend(extra);
+            }
+            response
+        }
+        Decision::Limited { headers, retry_after_secs, violated } => {
+            super::problem::ApiError::RateLimited { retry_after_secs, violated, headers: Some(headers) }
+                .into_response()
+        }
+        Decision::StoreUnavailable => super::problem::ApiError::RateLimitStoreUnavailable.into_response(),
+    }
+}
+
 /// Admin routes: an authenticated principal without the admin role gets 403.
 pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
     if req.extensions().get::<Principal>().is_some_and(|p| p.is_admin) {

@@ -13,11 +13,14 @@ pub mod problem;
 
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
+use crate::ratelimit::RateLimiter;
+use crate::ratelimit::per_ip::ClientIp;
 use crate::sessions::SessionService;
 use crate::telemetry::{Events, Metrics};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -33,6 +36,40 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set when shutdown starts: `/readyz` fails so load balancers move on.
     pub draining: Arc<AtomicBool>,
+    pub limiter: Arc<RateLimiter>,
+    /// The per-IP GCRA; `None` when `rate_limit.per_ip.per_second = 0`.
+    pub per_ip: Option<Arc<PerIpConfig>>,
+}
+
+/// The per-IP limiter's configuration (tower-governor, keyed by client IP).
+pub type PerIpConfig =
+    tower_governor::governor::GovernorConfig<ClientIp, governor::middleware::NoOpMiddleware>;
+
+/// Every `/v1` route as `METHOD /template`: what rate-limit policies may name.
+pub const LIMITABLE_ROUTES: &[&str] = &[
+    "GET /v1/tool-sets",
+    "POST /v1/sessions",
+    "GET /v1/sessions",
+    "GET /v1/sessions/{id}",
+    "PATCH /v1/sessions/{id}",
+    "DELETE /v1/sessions/{id}",
+    "POST /v1/sessions/{id}/heartbeat",
+    "POST /v1/sessions/{id}/queries",
+    "GET /v1/admin/sessions",
+    "DELETE /v1/admin/users/{user}/sessions",
+];
+
+/// The per-IP layer's configuration, or `None` when it is off.
+pub fn per_ip_config(per_second: u32, burst: u32, trusted: &[ipnet::IpNet]) -> Option<Arc<PerIpConfig>> {
+    if per_second == 0 {
+        return None;
+    }
+    tower_governor::governor::GovernorConfigBuilder::default()
+        .period(std::time::Duration::from_nanos(1_000_000_000 / u64::from(per_second)))
+        .burst_size(burst)
+        .key_extractor(ClientIp::new(trusted))
+        .finish()
+        .map(Arc::new)
 }
 
 /// Every route, every layer. `serve_metrics` is false when `/metrics` has its
@@ -53,7 +90,32 @@ pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Ro
         .route("/sessions/{id}/heartbeat", post(handlers::heartbeat))
         .route("/sessions/{id}/queries", post(handlers::query))
         .nest("/admin", admin)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::limit_principal))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate));
+    // Outermost on /v1: the per-IP limit, so floods never reach the token verifier.
+    let v1 = match &state.per_ip {
+        Some(config) => {
+            let events = state.events.clone();
+            v1.route_layer(tower_governor::GovernorLayer::new(config.clone()).error_handler(move |e| {
+                use tower_governor::GovernorError;
+                match e {
+                    GovernorError::TooManyRequests { wait_time, .. } => {
+                        events.per_ip_limited();
+                        problem::ApiError::RateLimited {
+                            // governor rounds its wait down: one more second is never early.
+                            retry_after_secs: wait_time + 1,
+                            violated: vec![Arc::from(crate::telemetry::catalog::values::PER_IP_POLICY)],
+                            headers: None,
+                        }
+                        .into_response()
+                    }
+                    other => problem::ApiError::Internal(anyhow::anyhow!("per-IP limiter: {other}"))
+                        .into_response(),
+                }
+            }))
+        }
+        None => v1,
+    };
 
     let mut app = Router::new()
         .nest("/v1", v1)

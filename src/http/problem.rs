@@ -8,6 +8,7 @@
 //! envelope and never sent to the client.
 
 use crate::auth::AuthFailure;
+use crate::ratelimit::headers::RateLimitHeaders;
 use crate::sessions::{ServiceError, SessionId, StoreError, lifecycle};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,14 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `RateLimit-Policy` and `RateLimit`, on admitted and refused responses alike.
+pub fn push_rate_limit_headers(headers: &mut Vec<(HeaderName, HeaderValue)>, rl: &RateLimitHeaders) {
+    if let (Ok(p), Ok(l)) = (HeaderValue::from_str(&rl.policy), HeaderValue::from_str(&rl.limit)) {
+        headers.push((HeaderName::from_static("ratelimit-policy"), p));
+        headers.push((HeaderName::from_static("ratelimit"), l));
+    }
+}
 
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -116,6 +125,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("draining")]
     Draining,
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64, violated: Vec<Arc<str>>, headers: Option<RateLimitHeaders> },
+    #[error("rate-limit store unavailable")]
+    RateLimitStoreUnavailable,
     #[error(transparent)]
     Service(#[from] ServiceError),
     #[error("internal error: {0:#}")]
@@ -174,6 +187,31 @@ impl IntoResponse for ApiError {
             }
             ApiError::PayloadTooLarge => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE),
             ApiError::UnsupportedMediaType => Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            ApiError::RateLimited { retry_after_secs, violated, headers: rl } => {
+                headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
+                if let Some(rl) = rl {
+                    push_rate_limit_headers(&mut headers, &rl);
+                }
+                let names: Vec<&str> = violated.iter().map(|s| &**s).collect();
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    format!("rate limit exceeded: {}", names.join(", ")),
+                )
+                .with("violated_policies", json!(names))
+                .with("retry_after", json!(retry_after_secs))
+                .suggest(format!("Wait {retry_after_secs} s (Retry-After) before retrying; RateLimit headers show the remaining quota."))
+            }
+            ApiError::RateLimitStoreUnavailable => {
+                fault = Some("rate-limit store unavailable and on_store_error = deny".into());
+                headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "STORE_UNAVAILABLE",
+                    "rate-limit storage is unavailable",
+                )
+                .suggest("Retry after the number of seconds in Retry-After.")
+            }
             ApiError::Draining => {
                 headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "DRAINING", "this instance is shutting down")

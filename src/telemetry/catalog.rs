@@ -45,6 +45,8 @@ pub const SESSION_HEARTBEATS: &str = "sessiongate_session_heartbeats_total";
 pub const SESSION_LIMIT_HITS: &str = "sessiongate_session_limit_hits_total";
 pub const AGENT_QUERY_DURATION: &str = "sessiongate_agent_query_duration_seconds";
 pub const AUTH_FAILURES: &str = "sessiongate_auth_failures_total";
+pub const RATELIMIT_DECISIONS: &str = "sessiongate_ratelimit_decisions_total";
+pub const RATELIMIT_STORE_ERRORS: &str = "sessiongate_ratelimit_store_errors_total";
 pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
 pub const REAPER_LAST_SWEEP: &str = "sessiongate_reaper_last_sweep_timestamp_seconds";
 pub const SESSIONS_EXPIRED_PENDING: &str = "sessiongate_sessions_expired_pending";
@@ -140,6 +142,22 @@ pub const CATALOG: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
+        name: RATELIMIT_DECISIONS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Rate-limit decisions by policy (configured names, and per_ip) and decision (allowed, limited, shadow_limited).",
+        labels: &["policy", "decision"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: RATELIMIT_STORE_ERRORS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Rate-limit checks whose counter store failed, by policy; on_store_error decided them.",
+        labels: &["policy"],
+        buckets: &[],
+    },
+    MetricDef {
         name: JWKS_REFRESHES,
         kind: Kind::Counter,
         unit: None,
@@ -176,6 +194,9 @@ pub const CATALOG: &[MetricDef] = &[
 /// Label values known in advance.
 pub mod values {
     pub const LIMIT_ACTIONS: [&str; 2] = ["rejected", "evicted"];
+    pub const RATELIMIT_DECISIONS: [&str; 3] = ["allowed", "limited", "shadow_limited"];
+    /// The `policy` label of the per-IP layer (it reports only `limited`).
+    pub const PER_IP_POLICY: &str = "per_ip";
     pub const JWKS_OUTCOMES: [&str; 2] = ["ok", "error"];
     pub const AGENT_OUTCOMES: [&str; 3] = ["ok", "error", "timeout"];
     pub const AUTH_FAILURE_REASONS: [&str; 11] = [

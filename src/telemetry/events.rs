@@ -99,6 +99,44 @@ impl Events {
             .record(duration.as_secs_f64());
     }
 
+    /// Rate-limit series start at 0 for every configured policy.
+    pub fn initialise_rate_limits(&self, policies: &[Arc<str>]) {
+        let m = &self.metrics;
+        for p in policies {
+            for d in values::RATELIMIT_DECISIONS {
+                m.counter(catalog::RATELIMIT_DECISIONS, decision_labels(p, d)).absolute(0);
+            }
+            m.counter(catalog::RATELIMIT_STORE_ERRORS, vec![Label::new("policy", p.clone())]).absolute(0);
+        }
+        m.counter(
+            catalog::RATELIMIT_DECISIONS,
+            decision_labels(&Arc::from(values::PER_IP_POLICY), "limited"),
+        )
+        .absolute(0);
+    }
+
+    pub fn ratelimit_decision(&self, policy: &Arc<str>, decision: &'static str) {
+        self.metrics.counter(catalog::RATELIMIT_DECISIONS, decision_labels(policy, decision)).increment(1);
+    }
+
+    pub fn per_ip_limited(&self) {
+        self.metrics
+            .counter(
+                catalog::RATELIMIT_DECISIONS,
+                decision_labels(&Arc::from(values::PER_IP_POLICY), "limited"),
+            )
+            .increment(1);
+    }
+
+    /// Counted every time; logged at debug (a dead store is reported once by
+    /// the store's own availability events).
+    pub fn ratelimit_store_error(&self, policy: &Arc<str>, error: &str) {
+        self.metrics
+            .counter(catalog::RATELIMIT_STORE_ERRORS, vec![Label::new("policy", policy.clone())])
+            .increment(1);
+        tracing::debug!(policy = %policy, %error, "rate-limit store error");
+    }
+
     /// A JWKS fetch finished: how many usable keys, or why it failed (the
     /// last good keys stay in use).
     pub fn jwks_refreshed(&self, result: Result<usize, &str>) {
@@ -150,6 +188,10 @@ impl Events {
         self.metrics.gauge(catalog::SESSIONS_EXPIRED_PENDING, vec![]).set(expired_pending as f64);
         self.metrics.gauge(catalog::REAPER_LAST_SWEEP, vec![]).set(now as f64 / 1000.0);
     }
+}
+
+fn decision_labels(policy: &Arc<str>, decision: &'static str) -> Vec<Label> {
+    vec![Label::new("policy", policy.clone()), Label::new("decision", decision)]
 }
 
 fn migration_labels(from: &Arc<str>, to: &Arc<str>) -> Vec<Label> {

@@ -41,6 +41,9 @@ hs256_secret = "{SECRET}"
 leeway = "0s"
 [sessions]
 reaper_interval = "1h"
+[rate_limit]
+policies = []
+per_ip = {{ per_second = 0, burst = 1 }}
 [telemetry]
 log_level = "debug"
 "#
@@ -77,10 +80,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra: &str) -> TestApp {
+    spawn_config(test_config(extra)).await
+}
+
+/// A server from a complete configuration, on the test clock.
+pub async fn spawn_config(config: Config) -> TestApp {
     init_test_logging();
     let clock = ManualClock::new(T0);
     let app = Application::build(
-        test_config(extra),
+        config,
         BuildOptions { production: true, clock: Some(Arc::new(clock.clone()) as Arc<dyn Clock>) },
     )
     .await

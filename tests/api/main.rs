@@ -10,6 +10,7 @@ mod cli;
 mod errors;
 mod lifecycle;
 mod observability;
+mod ratelimit;
 mod sessions;
 mod shutdown;
 mod store_model;

@@ -1,0 +1,133 @@
+//! In-process counters: per shard, a map from principal to its windows and
+//! in-flight counts; the shard lock makes each request's check-and-spend
+//! atomic. Looked up by `&str`, so the request path allocates only for a
+//! principal's first request.
+
+use super::window::{self, Counter};
+use super::{LimiterBackend, LimiterError, WindowCheck, WindowResult};
+use crate::clock::Millis;
+use async_trait::async_trait;
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+const SHARDS: usize = 32;
+
+#[derive(Default)]
+struct PrincipalState {
+    /// (policy index, counter, when the key may be forgotten)
+    windows: Vec<(usize, Counter, Millis)>,
+    /// (policy index, requests in flight)
+    in_flight: Vec<(usize, u64)>,
+}
+
+#[derive(Default)]
+struct Shard(HashMap<Arc<str>, PrincipalState>);
+
+impl Shard {
+    fn state(&mut self, principal: &str) -> &mut PrincipalState {
+        if !self.0.contains_key(principal) {
+            self.0.insert(Arc::from(principal), PrincipalState::default());
+        }
+        self.0.get_mut(principal).expect("just inserted")
+    }
+}
+
+pub struct MemoryLimiter {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: Default::default(),
+        }
+    }
+}
+
+impl MemoryLimiter {
+    fn shard(&self, principal: &str) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(principal) as usize) % SHARDS]
+    }
+
+    /// Principals with state held (for tests of idle-key expiry).
+    pub fn principals(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().0.len()).sum()
+    }
+}
+
+#[async_trait]
+impl LimiterBackend for MemoryLimiter {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn check_windows(
+        &self,
+        principal: &str,
+        checks: &[WindowCheck],
+        now: Millis,
+    ) -> Result<(bool, Vec<WindowResult>), LimiterError> {
+        let mut shard = self.shard(principal).lock();
+        let state = shard.state(principal);
+        let counter_of = |state: &PrincipalState, index| {
+            state.windows.iter().find(|(i, _, _)| *i == index).map(|(_, c, _)| *c).unwrap_or_default()
+        };
+        let verdicts: Vec<window::Verdict> = checks
+            .iter()
+            .map(|c| window::check(counter_of(state, c.index), now, c.window_ms, c.limit))
+            .collect();
+        let spend = checks.iter().zip(&verdicts).all(|(c, v)| v.admits || !c.enforce);
+        let mut results = Vec::with_capacity(checks.len());
+        for (c, v) in checks.iter().zip(verdicts) {
+            let counter = if spend { window::spend(v.counter) } else { v.counter };
+            // Forgettable once both of its buckets have passed.
+            let idle_after = (counter.bucket + 2) * c.window_ms;
+            match state.windows.iter_mut().find(|(i, _, _)| *i == c.index) {
+                Some(entry) => *entry = (c.index, counter, idle_after),
+                None => state.windows.push((c.index, counter, idle_after)),
+            }
+            results.push(WindowResult { admits: v.admits, counter });
+        }
+        Ok((spend, results))
+    }
+
+    async fn acquire(&self, principal: &str, policy: &WindowCheck) -> Result<Option<u64>, LimiterError> {
+        let mut shard = self.shard(principal).lock();
+        let state = shard.state(principal);
+        let n = match state.in_flight.iter_mut().find(|(i, _)| *i == policy.index) {
+            Some((_, n)) => n,
+            None => {
+                state.in_flight.push((policy.index, 0));
+                &mut state.in_flight.last_mut().expect("just pushed").1
+            }
+        };
+        if *n >= policy.limit {
+            return Ok(None);
+        }
+        *n += 1;
+        Ok(Some(*n))
+    }
+
+    async fn release(&self, principal: &str, policy: &WindowCheck) {
+        let mut shard = self.shard(principal).lock();
+        if let Some(state) = shard.0.get_mut(principal) {
+            if let Some((_, n)) = state.in_flight.iter_mut().find(|(i, _)| *i == policy.index) {
+                *n = n.saturating_sub(1);
+            }
+            state.in_flight.retain(|(_, n)| *n > 0);
+        }
+    }
+
+    async fn sweep(&self, now: Millis) {
+        for shard in self.shards.iter() {
+            shard.lock().0.retain(|_, s| {
+                s.windows.retain(|(_, _, idle_after)| *idle_after > now);
+                !s.windows.is_empty() || !s.in_flight.is_empty()
+            });
+        }
+    }
+}
