@@ -9,7 +9,8 @@ use crate::auth::{self, Jwks, mint_token};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
 use crate::http::{self, AppState};
-use crate::ratelimit::{self, MemoryLimiter, RateLimiter};
+use crate::ratelimit::redis::RedisLimiter;
+use crate::ratelimit::{self, LimiterBackend, MemoryLimiter, RateLimiter};
 use crate::sessions::{Limits, ServiceParts, SessionService, ToolSets};
 use crate::telemetry::{Events, Metrics};
 use crate::{agent, store};
@@ -73,14 +74,17 @@ impl Application {
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(Events::new(metrics.clone()));
-        let store = store::build(&config.store).await.context("store")?;
+        let store::Built { store, redis } = store::build(&config.store, events.clone()).context("store")?;
         let tool_sets = ToolSets::from_config(&config.tool_sets);
         events.initialise(&tool_sets.names(), store.backend());
         let policies = ratelimit::policies(&config.rate_limit, http::LIMITABLE_ROUTES)?;
         events.initialise_rate_limits(&policies.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
         let limiter = Arc::new(RateLimiter::new(
             policies,
-            Arc::new(MemoryLimiter::default()),
+            match &redis {
+                Some(r) => Arc::new(RedisLimiter::new(r.clone(), config.server.request_timeout * 2)),
+                None => Arc::new(MemoryLimiter::default()) as Arc<dyn LimiterBackend>,
+            },
             config.rate_limit.on_store_error,
             clock.clone(),
             events.clone(),

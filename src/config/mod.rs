@@ -178,25 +178,42 @@ impl Default for SessionsConfig {
 #[serde(rename_all = "snake_case")]
 pub enum StoreBackend {
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
+    /// A single Redis (credentials in the URL are redacted when printed).
+    pub redis_url: Secret,
+    /// Seed nodes of a Redis Cluster, instead of `redis_url`.
+    pub redis_cluster_urls: Vec<Secret>,
+    /// Prefix of every key, so several deployments can share a Redis.
+    pub key_prefix: String,
+    /// Bound on every Redis call: a dead or hung Redis is a 503 within this.
+    #[serde(with = "duration")]
+    pub command_timeout: Duration,
 }
 
 impl StoreConfig {
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             StoreBackend::Memory => "memory",
+            StoreBackend::Redis => "redis",
         }
     }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { backend: StoreBackend::Memory }
+        Self {
+            backend: StoreBackend::Memory,
+            redis_url: Secret::new("redis://127.0.0.1:6379"),
+            redis_cluster_urls: Vec::new(),
+            key_prefix: "sg".into(),
+            command_timeout: Duration::from_secs(1),
+        }
     }
 }
 
@@ -482,6 +499,28 @@ impl Config {
             );
         }
         check(self.agent.timeout >= Duration::from_millis(1), "agent.timeout: must be at least 1ms");
+        let st = &self.store;
+        check(
+            is_valid_name(&st.key_prefix),
+            "store.key_prefix: must be 1-64 characters of a-z, 0-9, '-', '_' or '.'",
+        );
+        check(
+            st.command_timeout >= Duration::from_millis(10) && st.command_timeout <= Duration::from_secs(60),
+            "store.command_timeout: must be between 10ms and 60s",
+        );
+        if st.backend == StoreBackend::Redis {
+            let urls: Vec<&Secret> = if st.redis_cluster_urls.is_empty() {
+                vec![&st.redis_url]
+            } else {
+                st.redis_cluster_urls.iter().collect()
+            };
+            for u in urls {
+                check(
+                    u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"),
+                    "store.redis_url / store.redis_cluster_urls: must be redis:// or rediss:// URLs",
+                );
+            }
+        }
         let rl = &self.rate_limit;
         check(
             rl.per_ip.per_second == 0 || rl.per_ip.burst >= 1,

@@ -27,13 +27,32 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "[redacted]" })
+        write!(f, "{:?}", self.redacted())
     }
 }
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "[redacted]" })
+        s.serialize_str(&self.redacted())
+    }
+}
+
+impl Secret {
+    /// What may be shown: nothing of a plain secret; a URL keeps everything
+    /// but its password (`redis://:[redacted]@host:6379`).
+    pub fn redacted(&self) -> String {
+        if self.0.is_empty() {
+            return String::new();
+        }
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.has_host() => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("[redacted]"));
+                }
+                u.to_string()
+            }
+            _ => "[redacted]".into(),
+        }
     }
 }
 
@@ -50,8 +69,11 @@ mod tests {
     #[test]
     fn never_prints_its_value() {
         let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert_eq!(format!("{s:?}"), "\"[redacted]\"");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
         assert_eq!(s.expose(), "hunter2");
+        let url = Secret::new("redis://:pw@cache:6379/0");
+        assert_eq!(url.redacted(), "redis://:%5Bredacted%5D@cache:6379/0");
+        assert_eq!(Secret::new("redis://cache:6379").redacted(), "redis://cache:6379");
     }
 }

@@ -13,6 +13,7 @@
 pub mod headers;
 pub mod memory;
 pub mod per_ip;
+pub mod redis;
 pub mod window;
 
 use crate::auth::{Principal, PrincipalKind};

@@ -47,6 +47,7 @@ pub const AGENT_QUERY_DURATION: &str = "sessiongate_agent_query_duration_seconds
 pub const AUTH_FAILURES: &str = "sessiongate_auth_failures_total";
 pub const RATELIMIT_DECISIONS: &str = "sessiongate_ratelimit_decisions_total";
 pub const RATELIMIT_STORE_ERRORS: &str = "sessiongate_ratelimit_store_errors_total";
+pub const STORE_UP: &str = "sessiongate_store_up";
 pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
 pub const REAPER_LAST_SWEEP: &str = "sessiongate_reaper_last_sweep_timestamp_seconds";
 pub const SESSIONS_EXPIRED_PENDING: &str = "sessiongate_sessions_expired_pending";
@@ -155,6 +156,14 @@ pub const CATALOG: &[MetricDef] = &[
         unit: None,
         help: "Rate-limit checks whose counter store failed, by policy; on_store_error decided them.",
         labels: &["policy"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: STORE_UP,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "1 while the session store answers, 0 while it does not.",
+        labels: &["backend"],
         buckets: &[],
     },
     MetricDef {

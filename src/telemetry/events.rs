@@ -29,6 +29,7 @@ impl Events {
     pub fn initialise(&self, tool_sets: &[Arc<str>], store_backend: &'static str) {
         let m = &self.metrics;
         m.set_build_info(store_backend);
+        m.gauge(catalog::STORE_UP, vec![Label::new("backend", store_backend)]).set(1.0);
         for ts in tool_sets {
             m.counter(catalog::SESSIONS_CREATED, vec![Label::new("tool_set", ts.clone())]).absolute(0);
             m.gauge(catalog::SESSIONS_ACTIVE, vec![Label::new("tool_set", ts.clone())]).set(0.0);
@@ -135,6 +136,25 @@ impl Events {
             .counter(catalog::RATELIMIT_STORE_ERRORS, vec![Label::new("policy", policy.clone())])
             .increment(1);
         tracing::debug!(policy = %policy, %error, "rate-limit store error");
+    }
+
+    /// The store was lost or regained: one log line each way, and the gauge.
+    pub fn store_availability(&self, backend: &'static str, up: bool, why: Option<&str>) {
+        self.metrics.gauge(catalog::STORE_UP, vec![Label::new("backend", backend)]).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+        if up {
+            tracing::info!(event = "store_regained", backend, "session store reachable again");
+        } else {
+            tracing::error!(
+                event = "store_lost",
+                backend,
+                error = why.unwrap_or(""),
+                "session store unreachable"
+            );
+        }
     }
 
     /// A JWKS fetch finished: how many usable keys, or why it failed (the

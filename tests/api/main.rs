@@ -2,6 +2,7 @@
 //! One binary (`cargo test --test api`), one module per area.
 
 mod helpers;
+mod redis_server;
 
 mod admin;
 mod auth;
@@ -11,6 +12,7 @@ mod errors;
 mod lifecycle;
 mod observability;
 mod ratelimit;
+mod redis_e2e;
 mod sessions;
 mod shutdown;
 mod store_model;

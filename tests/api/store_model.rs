@@ -289,8 +289,39 @@ async fn run_against_model(
     Ok(())
 }
 
+/// One server for all the Redis cases of this test, each case under its own prefix.
+static REDIS: std::sync::OnceLock<std::sync::Mutex<crate::redis_server::RedisServer>> =
+    std::sync::OnceLock::new();
+static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn redis_url_store(url: &str, prefix: &str) -> Arc<dyn SessionStore> {
+    let config = sessiongate::config::StoreConfig {
+        backend: sessiongate::config::StoreBackend::Redis,
+        redis_url: sessiongate::config::Secret::new(url),
+        key_prefix: prefix.to_string(),
+        ..Default::default()
+    };
+    let events =
+        Arc::new(sessiongate::telemetry::Events::new(Arc::new(sessiongate::telemetry::Metrics::new())));
+    Arc::new(sessiongate::store::RedisStore::new(Arc::new(
+        sessiongate::store::redis::Redis::new(&config, events).unwrap(),
+    )))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    #[test]
+    fn redis_store_matches_the_reference_model(l in limits(), ops in proptest::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let server = REDIS.get_or_init(|| std::sync::Mutex::new(crate::redis_server::RedisServer::start()));
+        let url = server.lock().unwrap().url();
+        let case = CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        rt.block_on(async {
+            let store = redis_url_store(&url, &format!("model{case}")).await;
+            run_against_model(store, l, ops).await
+        })?;
+    }
 
     #[test]
     fn memory_store_matches_the_reference_model(l in limits(), ops in proptest::collection::vec(op(), 1..80)) {

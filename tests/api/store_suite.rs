@@ -252,11 +252,37 @@ macro_rules! store_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let make = $make;
-                let store: Arc<dyn SessionStore> = make().await;
+                // The guard keeps whatever the store needs (a Redis server) alive.
+                let (store, _guard): (Arc<dyn SessionStore>, Box<dyn std::any::Any + Send>) = make().await;
                 super::$case(store).await;
             }
         )*
     };
 }
 
-store_suite!(memory, || async { Arc::new(sessiongate::store::MemoryStore::new()) as Arc<dyn SessionStore> });
+store_suite!(memory, || async {
+    (
+        Arc::new(sessiongate::store::MemoryStore::new()) as Arc<dyn SessionStore>,
+        Box::new(()) as Box<dyn std::any::Any + Send>,
+    )
+});
+
+/// A Redis store on a server of its own (kept alive as long as the store).
+pub async fn redis_store(server: &crate::redis_server::RedisServer, prefix: &str) -> Arc<dyn SessionStore> {
+    let config = sessiongate::config::StoreConfig {
+        backend: sessiongate::config::StoreBackend::Redis,
+        redis_url: sessiongate::config::Secret::new(server.url()),
+        key_prefix: prefix.to_string(),
+        ..Default::default()
+    };
+    let events =
+        Arc::new(sessiongate::telemetry::Events::new(Arc::new(sessiongate::telemetry::Metrics::new())));
+    let redis = Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
+    Arc::new(sessiongate::store::RedisStore::new(redis))
+}
+
+store_suite!(redis, || async {
+    let server = crate::redis_server::RedisServer::start();
+    let store = redis_store(&server, "suite").await;
+    (store, Box::new(server) as Box<dyn std::any::Any + Send>)
+});

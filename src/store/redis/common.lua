@@ -1,0 +1,53 @@
+-- Shared by every session script (prepended to each). Key layout, all in one
+-- group slot {g:<n>}:
+--   <p>s:<id>          HASH u user, t tool set, c created, a last active,
+--                      e expires, n turns, m migrations (ms since the epoch)
+--   <p>u:<user>        ZSET the user's session ids, score = expires
+--   <p>exp             ZSET the group's session ids, score = expires
+--   <p>act             HASH tool set -> sessions present (live or not yet reaped)
+--   <p>i:<user>:<key>  HASH an idempotency record, expiring
+-- where <p> = "<prefix>:{g:<n>}:".
+local function skey(p, id) return p .. 's:' .. id end
+local function ukey(p, user) return p .. 'u:' .. user end
+
+local function load(p, id)
+  local v = redis.call('HMGET', skey(p, id), 'u', 't', 'c', 'a', 'e', 'n', 'm')
+  if not v[1] then return nil end
+  return { id = id, u = v[1], t = v[2], c = tonumber(v[3]), a = tonumber(v[4]),
+           e = tonumber(v[5]), n = tonumber(v[6]), m = tonumber(v[7]) }
+end
+
+local function save(p, s)
+  redis.call('HSET', skey(p, s.id), 'u', s.u, 't', s.t, 'c', s.c, 'a', s.a, 'e', s.e, 'n', s.n, 'm', s.m)
+  redis.call('ZADD', ukey(p, s.u), s.e, s.id)
+  redis.call('ZADD', p .. 'exp', s.e, s.id)
+end
+
+local function remove(p, s)
+  redis.call('DEL', skey(p, s.id))
+  redis.call('ZREM', ukey(p, s.u), s.id)
+  redis.call('ZREM', p .. 'exp', s.id)
+  if redis.call('HINCRBY', p .. 'act', s.t, -1) <= 0 then redis.call('HDEL', p .. 'act', s.t) end
+end
+
+local function wire(s)
+  return { s.id, s.u, s.t, s.c, s.a, s.e, s.n, s.m }
+end
+
+local function expiry(c, a, idle, life)
+  return math.min(a + idle, c + life)
+end
+
+-- The user's sessions live at `now`, oldest first.
+local function live(p, user, now)
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', ukey(p, user), '(' .. now, '+inf')) do
+    local s = load(p, id)
+    if s then table.insert(out, s) end
+  end
+  table.sort(out, function(x, y)
+    if x.c ~= y.c then return x.c < y.c end
+    return x.id < y.id
+  end)
+  return out
+end

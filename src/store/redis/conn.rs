@@ -1,0 +1,172 @@
+//! One connection to Redis, single node or Cluster, shared by the session
+//! store and the rate limiter.
+//!
+//! - Single node: redis-rs's `ConnectionManager`, created lazily, so the
+//!   server starts (unready) while Redis is down and reconnects by itself.
+//! - Cluster: redis-rs's cluster connection, established on first use and
+//!   retried on later uses until it succeeds; it follows slot moves itself.
+//!
+//! Every call is bounded by `store.command_timeout`. Losing and regaining
+//! Redis is logged once each and shown by `sessiongate_store_up`.
+
+use crate::config::StoreConfig;
+use crate::telemetry::Events;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisFailure {
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+pub struct Redis {
+    single: Option<ConnectionManager>,
+    cluster: Option<(redis::cluster::ClusterClient, tokio::sync::OnceCell<ClusterConnection>)>,
+    timeout: Duration,
+    prefix: String,
+    up: AtomicBool,
+    events: Arc<Events>,
+}
+
+impl Redis {
+    pub fn new(config: &StoreConfig, events: Arc<Events>) -> anyhow::Result<Self> {
+        let timeout = config.command_timeout;
+        let (single, cluster) = if config.redis_cluster_urls.is_empty() {
+            let client = redis::Client::open(config.redis_url.expose())
+                .map_err(|e| anyhow::anyhow!("store.redis_url: {e}"))?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            (Some(ConnectionManager::new_lazy_with_config(client, manager_config)?), None)
+        } else {
+            let nodes: Vec<&str> = config.redis_cluster_urls.iter().map(|u| u.expose()).collect();
+            let client = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(1)
+                .build()
+                .map_err(|e| anyhow::anyhow!("store.redis_cluster_urls: {e}"))?;
+            (None, Some((client, tokio::sync::OnceCell::new())))
+        };
+        Ok(Self {
+            single,
+            cluster,
+            timeout,
+            prefix: config.key_prefix.clone(),
+            up: AtomicBool::new(true),
+            events,
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn conn(&self) -> Result<Conn, RedisFailure> {
+        if let Some(m) = &self.single {
+            return Ok(Conn::Single(m.clone()));
+        }
+        let (client, cell) = self.cluster.as_ref().expect("single or cluster");
+        let c = cell.get_or_try_init(|| async { client.get_async_connection().await }).await?;
+        Ok(Conn::Cluster(c.clone()))
+    }
+
+    /// Run a script (EVALSHA, loading it on NOSCRIPT) within the command timeout.
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[Vec<u8>],
+    ) -> Result<T, RedisFailure> {
+        let call = async {
+            let mut conn = self.conn().await?;
+            let mut inv = script.prepare_invoke();
+            for k in keys {
+                inv.key(*k);
+            }
+            for a in args {
+                inv.arg(a.as_slice());
+            }
+            Ok::<T, RedisFailure>(inv.invoke_async(&mut conn).await?)
+        };
+        self.observe(
+            tokio::time::timeout(self.timeout, call)
+                .await
+                .unwrap_or(Err(RedisFailure::Timeout(self.timeout))),
+        )
+    }
+
+    /// Run one command within the command timeout.
+    pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisFailure> {
+        let call = async {
+            let mut conn = self.conn().await?;
+            Ok::<T, RedisFailure>(cmd.query_async(&mut conn).await?)
+        };
+        self.observe(
+            tokio::time::timeout(self.timeout, call)
+                .await
+                .unwrap_or(Err(RedisFailure::Timeout(self.timeout))),
+        )
+    }
+
+    /// Track availability from each outcome: log a loss and a recovery once.
+    fn observe<T>(&self, result: Result<T, RedisFailure>) -> Result<T, RedisFailure> {
+        let unavailable = match &result {
+            Ok(_) => false,
+            Err(RedisFailure::Timeout(_)) => true,
+            Err(RedisFailure::Redis(e)) => {
+                e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+            }
+        };
+        if result.is_ok() && !self.up.swap(true, Ordering::AcqRel) {
+            self.events.store_availability("redis", true, None);
+        } else if unavailable && self.up.swap(false, Ordering::AcqRel) {
+            let why = result.as_ref().err().map(|e| e.to_string());
+            self.events.store_availability("redis", false, why.as_deref());
+        }
+        result
+    }
+}

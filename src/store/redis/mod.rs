@@ -1,0 +1,323 @@
+//! The Redis `SessionStore`: many stateless replicas share it.
+//!
+//! Every operation is one Lua script on one hash slot. Users are spread over
+//! `GROUPS` groups by a stable hash, and all of a group's keys carry the tag
+//! `{g:<n>}`: a user's sessions, their index, their idempotency records, *and*
+//! the group's expiry index and per-tool-set counts. So a create (cap check,
+//! eviction, idempotency, expiry index) is one atomic step, and the reaper
+//! claims expired sessions group by group, atomically, so each expiry is
+//! reported exactly once across all replicas. The reaper's work per sweep is
+//! one cheap call per group plus what expired. (With `{u:<user>}` tags the
+//! expiry index would live in other slots and every create would need a
+//! second, non-atomic call to maintain it.)
+//!
+//! The scripts apply the same rules as `sessions::lifecycle`, and the shared
+//! behavioural suite holds them to it.
+
+mod conn;
+
+pub use conn::{Redis, RedisFailure};
+
+use crate::clock::Millis;
+use crate::config::OnLimit;
+use crate::sessions::{
+    Activity, CreateOutcome, CreateRequest, Limits, Session, SessionId, SessionStore, StoreError, StoreStats,
+    Touched,
+};
+use async_trait::async_trait;
+use redis::{Script, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+/// How many slot groups users are spread over.
+pub const GROUPS: u32 = 64;
+
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!("common.lua"), "\n", include_str!($file))))
+    };
+}
+
+static CREATE: LazyLock<Script> = script!("create.lua");
+static TOUCH: LazyLock<Script> = script!("touch.lua");
+static END: LazyLock<Script> = script!("end.lua");
+static READ: LazyLock<Script> = script!("read.lua");
+static REAP: LazyLock<Script> = script!("reap.lua");
+static STATS: LazyLock<Script> = script!("stats.lua");
+
+pub struct RedisStore {
+    redis: Arc<Redis>,
+}
+
+/// FNV-1a: a stable hash, the same in every replica and every release.
+fn group_of(user: &str) -> u32 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in user.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % u64::from(GROUPS)) as u32
+}
+
+fn s(v: impl Into<String>) -> Vec<u8> {
+    v.into().into_bytes()
+}
+
+fn i(v: i64) -> Vec<u8> {
+    v.to_string().into_bytes()
+}
+
+fn failure(e: RedisFailure) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn text(v: &Value) -> Result<String, StoreError> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad("non-UTF-8 string")),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        other => Err(bad(&format!("expected a string, got {other:?}"))),
+    }
+}
+
+fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        other => text(other)?.parse().map_err(|_| bad("expected an integer")),
+    }
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Internal(format!("unexpected reply from a session script: {what}"))
+}
+
+fn items(v: &Value) -> Result<&[Value], StoreError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        Value::Nil => Ok(&[]),
+        other => Err(bad(&format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn id(v: &Value) -> Result<SessionId, StoreError> {
+    SessionId::parse_str(&text(v)?).map_err(|_| bad("not a session id"))
+}
+
+/// `{id, user, tool, created, active, expires, turns, migrations}`.
+fn session(v: &Value) -> Result<Session, StoreError> {
+    let f = items(v)?;
+    if f.len() != 8 {
+        return Err(bad("a session has 8 fields"));
+    }
+    Ok(Session {
+        id: id(&f[0])?,
+        user_id: Arc::from(text(&f[1])?),
+        tool_set: Arc::from(text(&f[2])?),
+        created_at: int(&f[3])?,
+        last_active_at: int(&f[4])?,
+        expires_at: int(&f[5])?,
+        conversation_turns: int(&f[6])? as u32,
+        migrations: int(&f[7])? as u32,
+    })
+}
+
+fn sessions(v: &Value) -> Result<Vec<Session>, StoreError> {
+    items(v)?.iter().map(session).collect()
+}
+
+impl RedisStore {
+    pub fn new(redis: Arc<Redis>) -> Self {
+        Self { redis }
+    }
+
+    /// `<prefix>:{g:<n>}:` for the group with this index.
+    fn group_prefix(&self, group: u32) -> String {
+        format!("{}:{{g:{group}}}:", self.redis.prefix())
+    }
+
+    fn prefix_of(&self, user: &str) -> String {
+        self.group_prefix(group_of(user))
+    }
+
+    /// Run a session script in the slot of `prefix` (its `exp` key routes it).
+    async fn run(&self, script: &Script, prefix: &str, args: Vec<Vec<u8>>) -> Result<Value, StoreError> {
+        let route = format!("{prefix}exp");
+        self.redis.script(script, &[&route], &args).await.map_err(failure)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn create(&self, req: CreateRequest) -> Result<CreateOutcome, StoreError> {
+        let p = self.prefix_of(&req.user_id);
+        let l = req.limits;
+        let (key, fp) = req.idempotency.map(|i| (i.key, i.fingerprint)).unwrap_or_default();
+        let args = vec![
+            s(p.clone()),
+            s(&*req.user_id),
+            s(req.id.to_string()),
+            s(&*req.tool_set),
+            i(req.now),
+            i(i64::from(l.max_per_user)),
+            i(l.idle_ttl_ms),
+            i(l.max_lifetime_ms),
+            s(if l.on_limit == OnLimit::Reject { "reject" } else { "evict" }),
+            s(key),
+            s(fp),
+            i(l.idempotency_ttl_ms),
+        ];
+        let reply = self.run(&CREATE, &p, args).await?;
+        let parts = items(&reply)?;
+        let kind = parts.first().map(text).transpose()?.unwrap_or_default();
+        match kind.as_str() {
+            "created" => Ok(CreateOutcome::Created {
+                session: session(parts.get(1).ok_or_else(|| bad("created without a session"))?)?,
+                evicted: parts[2..].iter().map(session).collect::<Result<_, _>>()?,
+            }),
+            "replayed" => Ok(CreateOutcome::Replayed {
+                session: session(parts.get(1).ok_or_else(|| bad("replayed without a session"))?)?,
+                evicted_ids: parts[2..].iter().map(id).collect::<Result<_, _>>()?,
+            }),
+            "conflict" => Ok(CreateOutcome::IdempotencyConflict),
+            "rejected" => Ok(CreateOutcome::LimitReached {
+                retry_after_ms: int(parts.get(1).ok_or_else(|| bad("rejected without a wait"))?)?,
+                live: parts[2..].iter().map(id).collect::<Result<_, _>>()?,
+            }),
+            other => Err(bad(&format!("unknown create outcome {other:?}"))),
+        }
+    }
+
+    async fn get(&self, user: &str, id: SessionId, now: Millis) -> Result<Option<Session>, StoreError> {
+        let p = self.prefix_of(user);
+        let reply =
+            self.run(&READ, &p, vec![s(p.clone()), s(user), i(now), s("g"), s(id.to_string())]).await?;
+        Ok(sessions(&reply)?.pop())
+    }
+
+    async fn list(&self, user: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
+        let p = self.prefix_of(user);
+        let reply = self.run(&READ, &p, vec![s(p.clone()), s(user), i(now), s("l"), s("")]).await?;
+        sessions(&reply)
+    }
+
+    async fn touch(
+        &self,
+        user: &str,
+        id: SessionId,
+        activity: Activity,
+        now: Millis,
+        limits: &Limits,
+    ) -> Result<Option<Touched>, StoreError> {
+        let p = self.prefix_of(user);
+        let (kind, tool) = match activity {
+            Activity::Heartbeat => ("h", String::new()),
+            Activity::Query => ("q", String::new()),
+            Activity::Migrate { tool_set } => ("m", tool_set.to_string()),
+        };
+        let args = vec![
+            s(p.clone()),
+            s(user),
+            s(id.to_string()),
+            i(now),
+            i(limits.idle_ttl_ms),
+            i(limits.max_lifetime_ms),
+            s(kind),
+            s(tool),
+        ];
+        let reply = self.run(&TOUCH, &p, args).await?;
+        let parts = items(&reply)?;
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let session = session(&parts[0])?;
+        let previous_tool_set =
+            Arc::from(text(parts.get(1).ok_or_else(|| bad("touch without a tool set"))?)?);
+        Ok(Some(Touched { session, previous_tool_set }))
+    }
+
+    async fn delete(&self, user: &str, id: SessionId, now: Millis) -> Result<Option<Session>, StoreError> {
+        let p = self.prefix_of(user);
+        let reply =
+            self.run(&END, &p, vec![s(p.clone()), s(user), i(now), s("d"), s(id.to_string())]).await?;
+        Ok(sessions(&reply)?.pop())
+    }
+
+    async fn revoke_user(&self, user: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
+        let p = self.prefix_of(user);
+        let reply = self.run(&END, &p, vec![s(p.clone()), s(user), i(now), s("r"), s("")]).await?;
+        sessions(&reply)
+    }
+
+    async fn reap(&self, now: Millis, max: usize) -> Result<Vec<Session>, StoreError> {
+        // Every group at once (the multiplexed connection pipelines the
+        // calls); each drains its own expired sessions in batches.
+        let batch = (max / GROUPS as usize).clamp(1, 1000);
+        let calls = (0..GROUPS).map(|g| {
+            let p = self.group_prefix(g);
+            async move {
+                let mut got = Vec::new();
+                loop {
+                    let reply = self.run(&REAP, &p, vec![s(p.clone()), i(now), i(batch as i64)]).await?;
+                    let claimed = sessions(&reply)?;
+                    let done = claimed.len() < batch;
+                    got.extend(claimed);
+                    if done || got.len() >= max {
+                        return Ok::<_, StoreError>(got);
+                    }
+                }
+            }
+        });
+        let mut out = Vec::new();
+        for claimed in futures::future::join_all(calls).await {
+            out.extend(claimed?);
+        }
+        Ok(out)
+    }
+
+    async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError> {
+        let calls = (0..GROUPS).map(|g| {
+            let p = self.group_prefix(g);
+            async move { self.run(&STATS, &p, vec![s(p.clone()), i(now)]).await }
+        });
+        let mut present: HashMap<String, i64> = HashMap::new();
+        let mut stats = StoreStats::default();
+        for reply in futures::future::join_all(calls).await {
+            let reply = reply?;
+            let parts = items(&reply)?;
+            let (act, pending) = (items(&parts[0])?, items(&parts[1])?);
+            for pair in act.chunks(2) {
+                *present.entry(text(&pair[0])?).or_default() += int(&pair[1])?;
+            }
+            for t in pending {
+                *present.entry(text(t)?).or_default() -= 1;
+                stats.expired_pending += 1;
+            }
+        }
+        for (tool_set, n) in present.into_iter().filter(|(_, n)| *n > 0) {
+            stats.active_by_tool_set.insert(Arc::from(tool_set), n as u64);
+        }
+        Ok(stats)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.redis.cmd(&redis::cmd("PING")).await.map_err(failure)?;
+        if pong == "PONG" { Ok(()) } else { Err(bad("PING did not answer PONG")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_stable_and_spread() {
+        assert_eq!(group_of("alice"), group_of("alice"));
+        let used: std::collections::HashSet<u32> =
+            (0..1000).map(|n| group_of(&format!("user-{n}"))).collect();
+        assert!(used.len() > 60, "1000 users use {} of {GROUPS} groups", used.len());
+    }
+}

@@ -1,0 +1,15 @@
+-- Claim and remove up to ARGV[3] sessions of this group whose expiry is at or
+-- before ARGV[2]. Atomic: across every replica, each is returned exactly once.
+-- ARGV: p, now, max
+local p, now, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'exp', '-inf', now, 'LIMIT', 0, max)) do
+  local s = load(p, id)
+  if s then
+    remove(p, s)
+    table.insert(out, wire(s))
+  else
+    redis.call('ZREM', p .. 'exp', id)
+  end
+end
+return out

@@ -1,0 +1,21 @@
+-- Activity on a live session: heartbeat ('h'), query ('q', counts a turn) or
+-- migrate ('m', new tool set, conversation reset, slot kept).
+-- ARGV: p, user, id, now, idle, life, kind, tool
+local p, user, id = ARGV[1], ARGV[2], ARGV[3]
+local now, idle, life, kind, tool = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local s = load(p, id)
+if (not s) or s.u ~= user or s.e <= now then return {} end
+local previous = s.t
+if kind == 'q' then
+  s.n = s.n + 1
+elseif kind == 'm' and tool ~= s.t then
+  redis.call('HINCRBY', p .. 'act', s.t, -1)
+  redis.call('HINCRBY', p .. 'act', tool, 1)
+  s.t = tool
+  s.n = 0
+  s.m = s.m + 1
+end
+if now > s.a then s.a = now end
+s.e = expiry(s.c, s.a, idle, life)
+save(p, s)
+return { wire(s), previous }

@@ -1,0 +1,237 @@
+//! sessiongate on Redis, end to end: two real sessiongate processes sharing
+//! one redis-server (the test's own), outages with the server killed and
+//! restarted mid-traffic, and the rate limiter's store-error policy.
+
+use crate::helpers::*;
+use crate::redis_server::RedisServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A sessiongate process; killed on drop.
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+/// Start the real binary on the Redis store; `extra` are more env settings.
+fn start_process(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiongate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SESSIONGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("SESSIONGATE__AUTH__HS256_SECRET", SECRET)
+        .env("SESSIONGATE__AUTH__ISSUER", ISSUER)
+        .env("SESSIONGATE__AUTH__AUDIENCE", AUDIENCE)
+        .env("SESSIONGATE__STORE__BACKEND", "redis")
+        .env("SESSIONGATE__STORE__REDIS_URL", redis_url)
+        .env("SESSIONGATE__STORE__KEY_PREFIX", prefix)
+        .env("SESSIONGATE__STORE__COMMAND_TIMEOUT", "300ms")
+        .env("SESSIONGATE__RATE_LIMIT__POLICIES", "[]")
+        .env("SESSIONGATE__RATE_LIMIT__PER_IP", "{per_second=0,burst=1}")
+        .env("SESSIONGATE__TELEMETRY__LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["event"] == "listening"
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("sessiongate started");
+    Proc { child, base: format!("http://{addr}") }
+}
+
+async fn create(c: &reqwest::Client, p: &Proc, tok: &str) -> reqwest::Response {
+    c.post(p.url("/v1/sessions")).bearer_auth(tok).json(&json!({"tool_set": "general"})).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn two_processes_share_sessions_and_one_cap() {
+    let redis = RedisServer::start();
+    let cap = [("SESSIONGATE__SESSIONS__MAX_PER_USER", "3"), ("SESSIONGATE__SESSIONS__ON_LIMIT", "reject")];
+    let a = start_process(&redis.url(), "two", &cap);
+    let b = start_process(&redis.url(), "two", &cap);
+    let c = client();
+    let alice = token("alice");
+
+    // Created on A, served by B.
+    let s: Value = create(&c, &a, &alice).await.json().await.unwrap();
+    let id = s["id"].as_str().unwrap();
+    let got = c.get(b.url(&format!("/v1/sessions/{id}"))).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.json::<Value>().await.unwrap(), s);
+    assert_eq!(
+        c.delete(b.url(&format!("/v1/sessions/{id}"))).bearer_auth(&alice).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // 40 concurrent creates split over A and B at cap 3 leave exactly 3.
+    let bob = token("bob");
+    let results =
+        futures::future::join_all((0..40).map(|n| create(&c, if n % 2 == 0 { &a } else { &b }, &bob))).await;
+    let created = results.iter().filter(|r| r.status() == StatusCode::CREATED).count();
+    assert_eq!(created, 3);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status() == StatusCode::CREATED || r.status() == StatusCode::TOO_MANY_REQUESTS)
+    );
+    let listed: Value =
+        c.get(a.url("/v1/sessions")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn evictions_across_processes_still_leave_the_cap() {
+    let redis = RedisServer::start();
+    let cap = [("SESSIONGATE__SESSIONS__MAX_PER_USER", "3")];
+    let a = start_process(&redis.url(), "evict", &cap);
+    let b = start_process(&redis.url(), "evict", &cap);
+    let c = client();
+    let carol = token("carol");
+    let results =
+        futures::future::join_all((0..40).map(|n| create(&c, if n % 2 == 0 { &a } else { &b }, &carol)))
+            .await;
+    assert!(results.iter().all(|r| r.status() == StatusCode::CREATED));
+    let listed: Value =
+        c.get(b.url("/v1/sessions")).bearer_auth(&carol).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 3);
+    // Each eviction was counted once, by the process that did it.
+    let mut evicted = 0.0;
+    for p in [&a, &b] {
+        let text = c.get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        evicted += text
+            .lines()
+            .find(|l| l.starts_with(r#"sessiongate_sessions_ended_total{reason="evicted"}"#))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap();
+    }
+    assert_eq!(evicted, 37.0);
+}
+
+#[tokio::test]
+async fn two_processes_enforce_one_global_rate_limit() {
+    let redis = RedisServer::start();
+    let policy = [("SESSIONGATE__RATE_LIMIT__POLICIES", r#"[{name="global",limit=10,window="60s"}]"#)];
+    let a = start_process(&redis.url(), "rl", &policy);
+    let b = start_process(&redis.url(), "rl", &policy);
+    let c = client();
+    let dave = token("dave");
+    let mut ok = 0;
+    for n in 0..30 {
+        let p = if n % 2 == 0 { &a } else { &b };
+        if c.get(p.url("/v1/sessions")).bearer_auth(&dave).send().await.unwrap().status() == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 10, "one limit across both replicas");
+}
+
+#[tokio::test]
+async fn a_dead_redis_is_a_fast_503_and_recovery_needs_no_restart() {
+    let mut redis = RedisServer::start_persistent();
+    let app = spawn_app_with(&format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"outage\"\ncommand_timeout = \"300ms\"",
+        redis.url()
+    ))
+    .await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let path = format!("/v1/sessions/{}", s["id"].as_str().unwrap());
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+
+    redis.kill();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = app.get(&alice, &path).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded by command_timeout, took {:?}",
+            started.elapsed()
+        );
+        assert!(r.headers().get("retry-after").is_some());
+        assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE").await;
+    }
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_problem(ready, StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE").await;
+    assert_eq!(app.metric(r#"sessiongate_store_up{backend="redis"}"#).await, Some(0.0));
+
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.get(&alice, &path).await.status() == StatusCode::OK
+        })
+        .await,
+        "recovered without a restart of sessiongate"
+    );
+    let got: Value = app.get(&alice, &path).await.json().await.unwrap();
+    assert_eq!(got["id"], s["id"], "the session survived Redis restarting (append-only file)");
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.metric(r#"sessiongate_store_up{backend="redis"}"#).await, Some(1.0));
+}
+
+#[tokio::test]
+async fn restarting_sessiongate_loses_no_session() {
+    let redis = RedisServer::start();
+    let cfg =
+        format!("[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"restart\"", redis.url());
+    let alice = token("alice");
+    let first = spawn_app_with(&cfg).await;
+    let s = first.create_ok(&alice, "research").await;
+    first.stop().await.unwrap();
+    let second = spawn_app_with(&cfg).await;
+    let got: Value = second
+        .get(&alice, &format!("/v1/sessions/{}", s["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, s);
+}
+
+#[tokio::test]
+async fn the_rate_limiter_fails_open_or_closed_as_configured() {
+    for (mode, want) in [("allow", StatusCode::OK), ("deny", StatusCode::SERVICE_UNAVAILABLE)] {
+        let mut redis = RedisServer::start();
+        let app = spawn_app_with(&format!(
+            "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\ncommand_timeout = \"200ms\"\n\
+             [rate_limit]\non_store_error = \"{mode}\"\n\
+             [[rate_limit.policies]]\nname = \"p\"\nlimit = 100\nwindow = \"60s\"\nroutes = [\"GET /v1/tool-sets\"]",
+            redis.url()
+        ))
+        .await;
+        let alice = token("alice");
+        assert_eq!(app.get(&alice, "/v1/tool-sets").await.status(), StatusCode::OK);
+        redis.kill();
+        // /v1/tool-sets needs no session store: only the limiter touches Redis.
+        let r = app.get(&alice, "/v1/tool-sets").await;
+        assert_eq!(r.status(), want, "on_store_error = {mode}");
+        assert_eq!(app.metric(r#"sessiongate_ratelimit_store_errors_total{policy="p"}"#).await, Some(1.0));
+    }
+}
