@@ -289,11 +289,6 @@ async fn run_against_model(
     Ok(())
 }
 
-/// One server for all the Redis cases of this test, each case under its own prefix.
-static REDIS: std::sync::OnceLock<std::sync::Mutex<crate::redis_server::RedisServer>> =
-    std::sync::OnceLock::new();
-static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 async fn redis_url_store(url: &str, prefix: &str) -> Arc<dyn SessionStore> {
     let config = sessiongate::config::StoreConfig {
         backend: sessiongate::config::StoreBackend::Redis,
@@ -312,20 +307,30 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
 
     #[test]
-    fn redis_store_matches_the_reference_model(l in limits(), ops in proptest::collection::vec(op(), 1..60)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let server = REDIS.get_or_init(|| std::sync::Mutex::new(crate::redis_server::RedisServer::start()));
-        let url = server.lock().unwrap().url();
-        let case = CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        rt.block_on(async {
-            let store = redis_url_store(&url, &format!("model{case}")).await;
-            run_against_model(store, l, ops).await
-        })?;
-    }
-
-    #[test]
     fn memory_store_matches_the_reference_model(l in limits(), ops in proptest::collection::vec(op(), 1..80)) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(run_against_model(Arc::new(sessiongate::store::MemoryStore::new()), l, ops))?;
+    }
+}
+
+/// The same property on Redis: one server of the test's own for all cases
+/// (owned here, so it is stopped even when a case fails), each case under its
+/// own key prefix.
+#[test]
+fn redis_store_matches_the_reference_model() {
+    use proptest::test_runner::{Config, TestRunner};
+    let server = crate::redis_server::RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let case = std::cell::Cell::new(0);
+    let mut runner = TestRunner::new(Config { cases: 150, ..Config::default() });
+    let result = runner.run(&(limits(), proptest::collection::vec(op(), 1..60)), |(l, ops)| {
+        case.set(case.get() + 1);
+        rt.block_on(async {
+            let store = redis_url_store(&server.url(), &format!("model{}", case.get())).await;
+            run_against_model(store, l, ops).await
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
