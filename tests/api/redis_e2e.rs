@@ -235,3 +235,50 @@ async fn the_rate_limiter_fails_open_or_closed_as_configured() {
         assert_eq!(app.metric(r#"sessiongate_ratelimit_store_errors_total{policy="p"}"#).await, Some(1.0));
     }
 }
+
+#[tokio::test]
+async fn the_whole_service_runs_on_a_redis_cluster() {
+    let cluster = crate::redis_server::RedisCluster::start();
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+    let app = spawn_app_with(&format!(
+        "[store]\nbackend = \"redis\"\nredis_cluster_urls = [{}]\nkey_prefix = \"c\"\n\
+         [sessions]\nidle_ttl = \"60s\"\nreaper_interval = \"50ms\"\nmax_per_user = 2\n\
+         [[rate_limit.policies]]\nname = \"p\"\nlimit = 1000\nwindow = \"60s\"",
+        urls.join(", ")
+    ))
+    .await;
+    // Many users, so their groups land on every node.
+    let mut first = Vec::new();
+    for n in 0..40 {
+        let t = token(&format!("user-{n}"));
+        let s = app.create_ok(&t, "general").await;
+        app.create_ok(&t, "coding").await;
+        let third = app.create_ok(&t, "research").await; // evicts the first
+        assert_eq!(third["evicted_session_id"], s["id"]);
+        first.push((t, s));
+    }
+    assert!(
+        cluster.keys_per_node().iter().all(|&k| k > 0),
+        "keys on every node: {:?}",
+        cluster.keys_per_node()
+    );
+    let (t, _) = &first[7];
+    assert_eq!(app.live_ids(t).await.len(), 2);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.metric(r#"sessiongate_sessions_active{tool_set="coding"}"#).await == Some(40.0)
+        })
+        .await,
+        "the global gauge sums every node"
+    );
+    app.clock.advance(Duration::from_secs(61));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.metric(r#"sessiongate_sessions_ended_total{reason="expired"}"#).await == Some(80.0)
+        })
+        .await,
+        "every expiry reaped once, from every node"
+    );
+    assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="evicted"}"#).await, Some(40.0));
+    assert_eq!(app.metric(r#"sessiongate_ratelimit_store_errors_total{policy="p"}"#).await, Some(0.0));
+}

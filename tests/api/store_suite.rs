@@ -281,6 +281,29 @@ pub async fn redis_store(server: &crate::redis_server::RedisServer, prefix: &str
     Arc::new(sessiongate::store::RedisStore::new(redis))
 }
 
+/// A store on a real three-node Redis Cluster.
+pub async fn cluster_store(
+    cluster: &crate::redis_server::RedisCluster,
+    prefix: &str,
+) -> Arc<dyn SessionStore> {
+    let config = sessiongate::config::StoreConfig {
+        backend: sessiongate::config::StoreBackend::Redis,
+        redis_cluster_urls: cluster.urls().into_iter().map(sessiongate::config::Secret::new).collect(),
+        key_prefix: prefix.to_string(),
+        ..Default::default()
+    };
+    let events =
+        Arc::new(sessiongate::telemetry::Events::new(Arc::new(sessiongate::telemetry::Metrics::new())));
+    let redis = Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
+    Arc::new(sessiongate::store::RedisStore::new(redis))
+}
+
+store_suite!(redis_cluster, || async {
+    let cluster = crate::redis_server::RedisCluster::start();
+    let store = cluster_store(&cluster, "suite").await;
+    (store, Box::new(cluster) as Box<dyn std::any::Any + Send>)
+});
+
 store_suite!(redis, || async {
     let server = crate::redis_server::RedisServer::start();
     let store = redis_store(&server, "suite").await;
