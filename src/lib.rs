@@ -15,6 +15,7 @@
 //! - [`telemetry`]: the metrics catalog, domain events, log set-up.
 //! - [`http`]: router, handlers, extractors, middleware, problem+json.
 //! - [`net`]: outbound HTTP clients (TLS set-up, timeouts).
+//! - [`runtime`]: runtime config overrides, applied live and propagated.
 //! - [`startup`]: the composition root (`Application::build`, `run_until_stopped`).
 //! - [`cli`]: the command line.
 //!
@@ -31,6 +32,7 @@ pub mod config;
 pub mod http;
 pub mod net;
 pub mod ratelimit;
+pub mod runtime;
 pub mod sessions;
 pub mod startup;
 pub mod store;

@@ -11,6 +11,7 @@ use crate::config::{Config, Secret};
 use crate::http::{self, AppState};
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{self, LimiterBackend, MemoryLimiter, RateLimiter};
+use crate::runtime::RuntimeConfig;
 use crate::sessions::{Limits, ServiceParts, SessionService, ToolSets};
 use crate::telemetry::{Events, Metrics};
 use crate::{agent, store};
@@ -74,7 +75,8 @@ impl Application {
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(Events::new(metrics.clone()));
-        let store::Built { store, redis } = store::build(&config.store, events.clone()).context("store")?;
+        let store::Built { store, redis, overrides } =
+            store::build(&config.store, events.clone()).context("store")?;
         let tool_sets = ToolSets::from_config(&config.tool_sets);
         events.initialise(&tool_sets.names(), store.backend());
         let policies = ratelimit::policies(&config.rate_limit, http::LIMITABLE_ROUTES)?;
@@ -132,8 +134,25 @@ impl Application {
                     .with_context(|| format!("server.metrics_listen: cannot bind {addr}"))?,
             )
         };
-        let state =
-            AppState { service, auth, events, metrics, draining: Default::default(), limiter, per_ip };
+        let runtime = RuntimeConfig::start(
+            config.clone(),
+            overrides,
+            service.clone(),
+            limiter.clone(),
+            events.clone(),
+            http::LIMITABLE_ROUTES,
+        )
+        .await?;
+        let state = AppState {
+            service,
+            auth,
+            events,
+            metrics,
+            draining: Default::default(),
+            limiter,
+            per_ip,
+            runtime,
+        };
         Ok(Self { listener, metrics_listener, state, config, dev, jwks })
     }
 
@@ -173,6 +192,8 @@ impl Application {
             state.service.clone().run_reaper(config.sessions.reaper_interval, background.clone()),
         );
         let jwks_refresher = jwks.map(|j| tokio::spawn(j.run_refresher(background.clone())));
+        let config_watcher =
+            tokio::spawn(state.runtime.clone().run_watcher(Duration::from_millis(500), background.clone()));
         let limiter_sweeper =
             tokio::spawn(state.limiter.clone().run_sweeper(Duration::from_secs(10), background.clone()));
         let per_ip_sweeper = state.per_ip.clone().map(|config| {
@@ -236,7 +257,7 @@ impl Application {
             _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => None,
         };
         background.cancel();
-        let _ = tokio::join!(reaper, upkeep, limiter_sweeper);
+        let _ = tokio::join!(reaper, upkeep, limiter_sweeper, config_watcher);
         if let Some(s) = per_ip_sweeper {
             let _ = s.await;
         }

@@ -37,11 +37,14 @@ pub mod option {
     }
 }
 
-/// The shortest exact rendering in h, m, s or ms: `24h`, `90s`, `250ms`, `0ms`.
+/// The shortest exact rendering in h, m, s or ms — `24h`, `30m`, `90s`,
+/// `250ms`, `0ms` — except that one minute stays `60s`, as windows are written.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000)] {
-        if ms >= size && ms.is_multiple_of(size) {
+    for (unit, size, from) in
+        [("h", 3_600_000u128, 3_600_000u128), ("m", 60_000, 120_000), ("s", 1_000, 1_000)]
+    {
+        if ms >= from && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -62,6 +65,9 @@ mod tests {
         assert_eq!(format(Duration::from_secs(7_200)), "2h");
         assert_eq!(format(Duration::from_secs(1_800)), "30m");
         assert_eq!(format(Duration::from_secs(90)), "90s");
+        assert_eq!(format(Duration::from_secs(60)), "60s");
+        assert_eq!(format(Duration::from_secs(120)), "2m");
+        assert_eq!(format(Duration::from_secs(3600)), "1h");
         assert_eq!(format(Duration::from_millis(1_500)), "1500ms");
         assert_eq!(format(Duration::ZERO), "0ms");
         for d in [Duration::from_secs(86_400), Duration::from_millis(250), Duration::from_secs(90)] {

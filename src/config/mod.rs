@@ -7,6 +7,7 @@
 //! every validation message names the key it is about.
 
 pub mod duration;
+pub mod runtime;
 mod secret;
 
 pub use secret::Secret;
@@ -194,6 +195,8 @@ pub struct StoreConfig {
     /// Bound on every Redis call: a dead or hung Redis is a 503 within this.
     #[serde(with = "duration")]
     pub command_timeout: Duration,
+    /// Memory backend: where runtime config changes persist (empty: nowhere).
+    pub overrides_file: String,
 }
 
 impl StoreConfig {
@@ -213,6 +216,7 @@ impl Default for StoreConfig {
             redis_cluster_urls: Vec::new(),
             key_prefix: "sg".into(),
             command_timeout: Duration::from_secs(1),
+            overrides_file: String::new(),
         }
     }
 }

@@ -219,6 +219,44 @@ pub async fn admin_revoke_user(
     Ok(Json(RevokeResponse { user, revoked_session_ids: ended.iter().map(|s| s.id.to_string()).collect() }))
 }
 
+#[utoipa::path(get, path = "/v1/admin/config", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = Object, description = "The runtime part of the configuration, policies keyed by name"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_get_config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.runtime.document().await)
+}
+
+#[utoipa::path(patch, path = "/v1/admin/config", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body(content = Object, content_type = "application/merge-patch+json",
+        description = "RFC 7396 JSON Merge Patch over the runtime document; null restores the file's value"),
+    responses((status = 200, body = Object, description = "The new runtime document; in force here at once, on every replica within a second"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED; nothing changed"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_patch_config(
+    State(state): State<AppState>,
+    Caller(admin): Caller,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::runtime::PatchError;
+    match state.runtime.patch(&admin.id, &patch).await {
+        Ok(doc) => Ok(Json(doc)),
+        Err(PatchError::Invalid(errors)) => Err(ApiError::Validation(
+            errors
+                .into_iter()
+                .map(|e| super::problem::FieldError { field: e.path, message: e.message })
+                .collect(),
+        )),
+        Err(PatchError::Store(e)) => Err(ApiError::Service(crate::sessions::ServiceError::Store(e))),
+    }
+}
+
 #[utoipa::path(get, path = "/healthz", tag = "system",
     responses((status = 200, body = Health, description = "The process serves")))]
 pub async fn healthz() -> Json<Health> {

@@ -39,6 +39,7 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// The per-IP GCRA; `None` when `rate_limit.per_ip.per_second = 0`.
     pub per_ip: Option<Arc<PerIpConfig>>,
+    pub runtime: Arc<crate::runtime::RuntimeConfig>,
 }
 
 /// The per-IP limiter's configuration (tower-governor, keyed by client IP).
@@ -57,6 +58,8 @@ pub const LIMITABLE_ROUTES: &[&str] = &[
     "POST /v1/sessions/{id}/queries",
     "GET /v1/admin/sessions",
     "DELETE /v1/admin/users/{user}/sessions",
+    "GET /v1/admin/config",
+    "PATCH /v1/admin/config",
 ];
 
 /// The per-IP layer's configuration, or `None` when it is off.
@@ -78,6 +81,7 @@ pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Ro
     let admin = Router::new()
         .route("/sessions", get(handlers::admin_list_sessions))
         .route("/users/{user}/sessions", axum::routing::delete(handlers::admin_revoke_user))
+        .route("/config", get(handlers::admin_get_config).patch(handlers::admin_patch_config))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_admin));
 
     let v1 = Router::new()

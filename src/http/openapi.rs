@@ -18,6 +18,8 @@ use utoipa::{Modify, OpenApi};
         handlers::delete_session,
         handlers::admin_list_sessions,
         handlers::admin_revoke_user,
+        handlers::admin_get_config,
+        handlers::admin_patch_config,
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,

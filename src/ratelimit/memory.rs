@@ -16,8 +16,9 @@ const SHARDS: usize = 32;
 
 #[derive(Default)]
 struct PrincipalState {
-    /// (policy index, counter, when the key may be forgotten)
-    windows: Vec<(usize, Counter, Millis)>,
+    /// (policy index, window, counter, when the key may be forgotten); the
+    /// window is part of the key so a changed window starts afresh.
+    windows: Vec<(usize, Millis, Counter, Millis)>,
     /// (policy index, requests in flight)
     in_flight: Vec<(usize, u64)>,
 }
@@ -73,22 +74,26 @@ impl LimiterBackend for MemoryLimiter {
     ) -> Result<(bool, Vec<WindowResult>), LimiterError> {
         let mut shard = self.shard(principal).lock();
         let state = shard.state(principal);
-        let counter_of = |state: &PrincipalState, index| {
-            state.windows.iter().find(|(i, _, _)| *i == index).map(|(_, c, _)| *c).unwrap_or_default()
+        // A changed window (runtime config) finds no counter and starts afresh.
+        let counter_of = |state: &PrincipalState, c: &WindowCheck| {
+            state
+                .windows
+                .iter()
+                .find(|(i, w, _, _)| *i == c.index && *w == c.window_ms)
+                .map(|(_, _, counter, _)| *counter)
+                .unwrap_or_default()
         };
-        let verdicts: Vec<window::Verdict> = checks
-            .iter()
-            .map(|c| window::check(counter_of(state, c.index), now, c.window_ms, c.limit))
-            .collect();
+        let verdicts: Vec<window::Verdict> =
+            checks.iter().map(|c| window::check(counter_of(state, c), now, c.window_ms, c.limit)).collect();
         let spend = checks.iter().zip(&verdicts).all(|(c, v)| v.admits || !c.enforce);
         let mut results = Vec::with_capacity(checks.len());
         for (c, v) in checks.iter().zip(verdicts) {
             let counter = if spend { window::spend(v.counter) } else { v.counter };
             // Forgettable once both of its buckets have passed.
             let idle_after = (counter.bucket + 2) * c.window_ms;
-            match state.windows.iter_mut().find(|(i, _, _)| *i == c.index) {
-                Some(entry) => *entry = (c.index, counter, idle_after),
-                None => state.windows.push((c.index, counter, idle_after)),
+            match state.windows.iter_mut().find(|(i, _, _, _)| *i == c.index) {
+                Some(entry) => *entry = (c.index, c.window_ms, counter, idle_after),
+                None => state.windows.push((c.index, c.window_ms, counter, idle_after)),
             }
             results.push(WindowResult { admits: v.admits, counter });
         }
@@ -125,7 +130,7 @@ impl LimiterBackend for MemoryLimiter {
     async fn sweep(&self, now: Millis) {
         for shard in self.shards.iter() {
             shard.lock().0.retain(|_, s| {
-                s.windows.retain(|(_, _, idle_after)| *idle_after > now);
+                s.windows.retain(|(_, _, _, idle_after)| *idle_after > now);
                 !s.windows.is_empty() || !s.in_flight.is_empty()
             });
         }

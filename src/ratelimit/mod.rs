@@ -179,7 +179,8 @@ impl Drop for ConcurrencyGuard {
 }
 
 pub struct RateLimiter {
-    policies: Vec<Policy>,
+    /// Swapped whole when runtime config changes limits or windows.
+    policies: arc_swap::ArcSwap<Vec<Policy>>,
     backend: Arc<dyn LimiterBackend>,
     on_store_error: OnStoreError,
     clock: Arc<dyn Clock>,
@@ -194,11 +195,17 @@ impl RateLimiter {
         clock: Arc<dyn Clock>,
         events: Arc<Events>,
     ) -> Self {
-        Self { policies, backend, on_store_error, clock, events }
+        Self { policies: arc_swap::ArcSwap::from_pointee(policies), backend, on_store_error, clock, events }
     }
 
-    pub fn policies(&self) -> &[Policy] {
-        &self.policies
+    pub fn policies(&self) -> Arc<Vec<Policy>> {
+        self.policies.load_full()
+    }
+
+    /// Apply new limits and windows (runtime config). A policy whose window
+    /// changed starts from fresh counters: buckets of another length say nothing.
+    pub fn set_policies(&self, policies: Vec<Policy>) {
+        self.policies.store(Arc::new(policies));
     }
 
     pub fn backend(&self) -> &Arc<dyn LimiterBackend> {
@@ -207,8 +214,8 @@ impl RateLimiter {
 
     /// Decide a request by `principal` on `method route`.
     pub async fn check(&self, principal: &Principal, method: &str, route: &str) -> Decision {
-        let applicable: Vec<(&Policy, WindowCheck)> = self
-            .policies
+        let policies = self.policies.load();
+        let applicable: Vec<(&Policy, WindowCheck)> = policies
             .iter()
             .enumerate()
             .filter(|(_, p)| p.applies(method, route))

@@ -1,8 +1,9 @@
 -- Sliding-window counters of one principal, all its policies in one step.
 -- The same arithmetic as src/ratelimit/window.rs (IEEE doubles in both).
 --
--- KEYS[1]  the principal's hash: fields <policy>:b (bucket index),
---          <policy>:c (current count), <policy>:p (previous count)
+-- KEYS[1]  the principal's hash: fields <policy>:<window>:b (bucket index),
+--          :c (current count), :p (previous count); the window is part of the
+--          field so a changed window starts afresh (old fields expire with the key)
 -- ARGV     now_ms, n, then n times: policy, limit, window_ms, enforce (1/0)
 -- Returns  { spent (1/0), then per policy: admits (1/0), bucket, current, previous }
 local now = tonumber(ARGV[1])
@@ -11,7 +12,7 @@ local state = {}
 local spend = true
 local longest = 0
 for i = 0, n - 1 do
-  local name = ARGV[3 + i * 4]
+  local name = ARGV[3 + i * 4] .. ':' .. ARGV[5 + i * 4]
   local limit = tonumber(ARGV[4 + i * 4])
   local w = tonumber(ARGV[5 + i * 4])
   local enforce = ARGV[6 + i * 4] == '1'

@@ -99,6 +99,12 @@ impl SessionService {
         *self.limits.read()
     }
 
+    /// New limits from runtime config; sessions keep their expiry until their
+    /// next activity recomputes it.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write() = limits;
+    }
+
     pub fn store_backend(&self) -> &'static str {
         self.store.backend()
     }

@@ -2,6 +2,7 @@
 //! one from config. Nothing here knows about HTTP.
 
 pub mod memory;
+pub mod overrides;
 pub mod redis;
 
 use crate::config::{StoreBackend, StoreConfig};
@@ -17,15 +18,28 @@ pub use redis::RedisStore;
 pub struct Built {
     pub store: Arc<dyn SessionStore>,
     pub redis: Option<Arc<redis::Redis>>,
+    pub overrides: Arc<dyn overrides::OverridesStore>,
 }
 
 /// The backend named by config.
 pub fn build(config: &StoreConfig, events: Arc<Events>) -> anyhow::Result<Built> {
     match config.backend {
-        StoreBackend::Memory => Ok(Built { store: Arc::new(MemoryStore::new()), redis: None }),
+        StoreBackend::Memory => Ok(Built {
+            store: Arc::new(MemoryStore::new()),
+            redis: None,
+            overrides: if config.overrides_file.is_empty() {
+                Arc::new(overrides::InProcess::default())
+            } else {
+                Arc::new(overrides::File::new(&config.overrides_file))
+            },
+        }),
         StoreBackend::Redis => {
             let conn = Arc::new(redis::Redis::new(config, events)?);
-            Ok(Built { store: Arc::new(RedisStore::new(conn.clone())), redis: Some(conn) })
+            Ok(Built {
+                store: Arc::new(RedisStore::new(conn.clone())),
+                overrides: Arc::new(overrides::InRedis::new(conn.clone())),
+                redis: Some(conn),
+            })
         }
     }
 }

@@ -47,6 +47,7 @@ pub const AGENT_QUERY_DURATION: &str = "sessiongate_agent_query_duration_seconds
 pub const AUTH_FAILURES: &str = "sessiongate_auth_failures_total";
 pub const RATELIMIT_DECISIONS: &str = "sessiongate_ratelimit_decisions_total";
 pub const RATELIMIT_STORE_ERRORS: &str = "sessiongate_ratelimit_store_errors_total";
+pub const CONFIG_CHANGES: &str = "sessiongate_config_changes_total";
 pub const STORE_UP: &str = "sessiongate_store_up";
 pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
 pub const REAPER_LAST_SWEEP: &str = "sessiongate_reaper_last_sweep_timestamp_seconds";
@@ -159,6 +160,14 @@ pub const CATALOG: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
+        name: CONFIG_CHANGES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Runtime config changes applied, by source (api: a PATCH here; replica: another replica's, via Redis; startup: saved overrides loaded).",
+        labels: &["source"],
+        buckets: &[],
+    },
+    MetricDef {
         name: STORE_UP,
         kind: Kind::Gauge,
         unit: None,
@@ -206,6 +215,7 @@ pub mod values {
     pub const RATELIMIT_DECISIONS: [&str; 3] = ["allowed", "limited", "shadow_limited"];
     /// The `policy` label of the per-IP layer (it reports only `limited`).
     pub const PER_IP_POLICY: &str = "per_ip";
+    pub const CONFIG_SOURCES: [&str; 3] = ["api", "replica", "startup"];
     pub const JWKS_OUTCOMES: [&str; 2] = ["ok", "error"];
     pub const AGENT_OUTCOMES: [&str; 3] = ["ok", "error", "timeout"];
     pub const AUTH_FAILURE_REASONS: [&str; 11] = [

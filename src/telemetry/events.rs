@@ -47,6 +47,9 @@ impl Events {
             m.counter(catalog::AUTH_FAILURES, vec![Label::new("reason", reason)]).absolute(0);
         }
         m.counter(catalog::SESSION_HEARTBEATS, vec![]).absolute(0);
+        for source in values::CONFIG_SOURCES {
+            m.counter(catalog::CONFIG_CHANGES, vec![Label::new("source", source)]).absolute(0);
+        }
         for outcome in values::JWKS_OUTCOMES {
             m.counter(catalog::JWKS_REFRESHES, vec![Label::new("outcome", outcome)]).absolute(0);
         }
@@ -136,6 +139,12 @@ impl Events {
             .counter(catalog::RATELIMIT_STORE_ERRORS, vec![Label::new("policy", policy.clone())])
             .increment(1);
         tracing::debug!(policy = %policy, %error, "rate-limit store error");
+    }
+
+    /// Runtime config changed: who (for `api`), what (the merge patch), from where.
+    pub fn config_changed(&self, source: &'static str, admin: Option<&str>, change: &serde_json::Value) {
+        self.metrics.counter(catalog::CONFIG_CHANGES, vec![Label::new("source", source)]).increment(1);
+        tracing::info!(event = "config_changed", source, admin = admin.unwrap_or(""), change = %change, "runtime config changed");
     }
 
     /// The store was lost or regained: one log line each way, and the gauge.

@@ -13,6 +13,7 @@ mod lifecycle;
 mod observability;
 mod ratelimit;
 mod redis_e2e;
+mod runtime_config;
 mod sessions;
 mod shutdown;
 mod store_model;

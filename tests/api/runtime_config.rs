@@ -1,0 +1,149 @@
+//! `GET`/`PATCH /v1/admin/config`: JSON Merge Patch over the runtime document,
+//! validated, applied at once, persisted, and propagated between replicas.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn patch(app: &TestApp, body: Value) -> reqwest::Response {
+    app.client
+        .patch(app.url("/v1/admin/config"))
+        .bearer_auth(admin_token("oncall"))
+        .header("content-type", "application/merge-patch+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+const CAP_1: &str = "[sessions]\nmax_per_user = 1\non_limit = \"reject\"\n\
+    [[rate_limit.policies]]\nname = \"reads\"\nlimit = 100\nwindow = \"60s\"\nroutes = [\"GET /v1/sessions\"]";
+
+#[tokio::test]
+async fn the_document_shows_the_runtime_part_with_policies_by_name() {
+    let app = spawn_app_with(CAP_1).await;
+    let r = app.get(&admin_token("oncall"), "/v1/admin/config").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({
+            "sessions": {"max_per_user": 1, "idle_ttl": "30m", "max_lifetime": "24h",
+                         "on_limit": "reject", "idempotency_ttl": "24h"},
+            "rate_limit": {"policies": {"reads": {"limit": 100, "window": "60s"}}}
+        })
+    );
+    assert_problem(app.get(&token("alice"), "/v1/admin/config").await, StatusCode::FORBIDDEN, "FORBIDDEN")
+        .await;
+}
+
+#[tokio::test]
+async fn a_patch_is_in_force_at_once_and_null_restores_the_file() {
+    let app = spawn_app_with(CAP_1).await;
+    let alice = token("alice");
+    app.create_ok(&alice, "general").await;
+    assert_eq!(app.create(&alice, "general").await.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let r = patch(&app, json!({"sessions": {"max_per_user": 2}})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["sessions"]["max_per_user"], 2);
+    assert_eq!(app.create(&alice, "general").await.status(), StatusCode::CREATED);
+
+    let r = patch(&app, json!({"sessions": {"max_per_user": null}})).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["sessions"]["max_per_user"], 1, "the file's value is back");
+    assert_eq!(app.create(&alice, "general").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app.metric(r#"sessiongate_config_changes_total{source="api"}"#).await, Some(2.0));
+}
+
+#[tokio::test]
+async fn an_invalid_patch_is_422_and_changes_nothing() {
+    let app = spawn_app_with(CAP_1).await;
+    let before: Value = app.get(&admin_token("oncall"), "/v1/admin/config").await.json().await.unwrap();
+    for (body, field) in [
+        (json!({"sessions": {"max_per_user": 0, "idle_ttl": "5m"}}), "sessions.max_per_user"),
+        (json!({"sessions": {"reaper_interval": "5s"}}), "reaper_interval"),
+        (json!({"rate_limit": {"policies": {"ghost": {"limit": 3}}}}), "rate_limit.policies.ghost"),
+        (
+            json!({"rate_limit": {"policies": {"reads": {"limit": 3, "window": "1.5s"}}}}),
+            "rate_limit.policies[0].window",
+        ),
+    ] {
+        let problem = assert_problem(
+            patch(&app, body.clone()).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        let fields: Vec<&str> =
+            problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert!(fields.contains(&field), "{body}: {fields:?}");
+    }
+    let after: Value = app.get(&admin_token("oncall"), "/v1/admin/config").await.json().await.unwrap();
+    assert_eq!(after, before);
+    assert_eq!(app.metric(r#"sessiongate_config_changes_total{source="api"}"#).await, Some(0.0));
+}
+
+#[tokio::test]
+async fn policy_limits_and_windows_change_live() {
+    let app = spawn_app_with(CAP_1).await;
+    app.clock.advance_ms(100);
+    let alice = token("alice");
+    patch(&app, json!({"rate_limit": {"policies": {"reads": {"limit": 2}}}})).await;
+    assert_eq!(app.get(&alice, "/v1/sessions").await.status(), StatusCode::OK);
+    assert_eq!(app.get(&alice, "/v1/sessions").await.status(), StatusCode::OK);
+    let r = app.get(&alice, "/v1/sessions").await;
+    assert_eq!(r.headers()["ratelimit-policy"], r#""reads";q=2;w=60"#);
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // A new window length starts from fresh counters.
+    patch(&app, json!({"rate_limit": {"policies": {"reads": {"window": "10s"}}}})).await;
+    let r = app.get(&alice, "/v1/sessions").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["ratelimit-policy"], r#""reads";q=2;w=10"#);
+}
+
+#[tokio::test]
+async fn overrides_persist_to_the_file_and_win_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("overrides.json");
+    let cfg = format!("{CAP_1}\n[store]\noverrides_file = {:?}", file.to_str().unwrap());
+    let first = spawn_app_with(&cfg).await;
+    assert_eq!(patch(&first, json!({"sessions": {"max_per_user": 4}})).await.status(), StatusCode::OK);
+    first.stop().await.unwrap();
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["overrides"], json!({"sessions": {"max_per_user": 4}}));
+
+    let second = spawn_app_with(&cfg).await;
+    let doc: Value = second.get(&admin_token("oncall"), "/v1/admin/config").await.json().await.unwrap();
+    assert_eq!(doc["sessions"]["max_per_user"], 4, "saved overrides win over the file");
+    assert_eq!(second.metric(r#"sessiongate_config_changes_total{source="startup"}"#).await, Some(1.0));
+}
+
+#[tokio::test]
+async fn a_patch_on_one_replica_is_in_force_on_another_within_a_second() {
+    let redis = crate::redis_server::RedisServer::start();
+    let cfg = format!(
+        "{CAP_1}\n[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"cfg\"",
+        redis.url()
+    );
+    let a = spawn_app_with(&cfg).await;
+    let b = spawn_app_with(&cfg).await;
+    assert_eq!(patch(&a, json!({"sessions": {"max_per_user": 7}})).await.status(), StatusCode::OK);
+    let changed = Instant::now();
+    let seen = eventually(Duration::from_secs(3), || async {
+        let doc: Value = b.get(&admin_token("oncall"), "/v1/admin/config").await.json().await.unwrap();
+        doc["sessions"]["max_per_user"] == 7
+    })
+    .await;
+    assert!(seen, "B picked up A's change");
+    assert!(
+        changed.elapsed() < Duration::from_millis(1500),
+        "within a second (+ polling slack): {:?}",
+        changed.elapsed()
+    );
+    // And B enforces it: a user can now hold more than the file's one session.
+    let alice = token("alice");
+    for _ in 0..3 {
+        assert_eq!(b.create(&alice, "general").await.status(), StatusCode::CREATED);
+    }
+    assert_eq!(b.metric(r#"sessiongate_config_changes_total{source="replica"}"#).await, Some(1.0));
+}
