@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc: allocation is a visible share of a request's cost (see the
+/// README's benchmark notes); the library and its tests keep the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match sessiongate::cli::run(sessiongate::cli::Cli::parse()).await {

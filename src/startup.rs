@@ -8,7 +8,7 @@
 use crate::auth::{self, Jwks, mint_token};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
-use crate::http::{self, AppState};
+use crate::http::{self, AppParts, AppState};
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{self, LimiterBackend, MemoryLimiter, RateLimiter};
 use crate::runtime::RuntimeConfig;
@@ -143,7 +143,7 @@ impl Application {
             http::LIMITABLE_ROUTES,
         )
         .await?;
-        let state = AppState {
+        let state = AppState::new(AppParts {
             service,
             auth,
             events,
@@ -152,7 +152,7 @@ impl Application {
             limiter,
             per_ip,
             runtime,
-        };
+        });
         Ok(Self { listener, metrics_listener, state, config, dev, jwks })
     }
 

@@ -29,7 +29,7 @@ impl ApiKeys {
                 principal: Principal {
                     id: Arc::from(format!("apikey:{}", k.id)),
                     kind: PrincipalKind::ApiKey,
-                    roles: k.roles.clone(),
+                    roles: Arc::from(k.roles.clone()),
                     is_admin: k.roles.iter().any(|r| r == admin_role),
                 },
                 sha256,

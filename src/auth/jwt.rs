@@ -43,6 +43,7 @@ pub struct JwtVerifier {
     /// One prepared validation per allowed algorithm.
     validations: Vec<(Algorithm, Validation)>,
     admin_role: String,
+    verified: VerifiedCache,
 }
 
 impl JwtVerifier {
@@ -72,6 +73,7 @@ impl JwtVerifier {
             jwks,
             validations,
             admin_role: admin_role.to_string(),
+            verified: VerifiedCache::new(leeway),
         }
     }
 
@@ -90,6 +92,9 @@ impl JwtVerifier {
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthFailure::Malformed);
+        }
+        if let Some(principal) = self.verified.get(token) {
+            return Ok(principal);
         }
         // The header only chooses among our keys; `jku`/`x5u` are never read.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
@@ -110,7 +115,10 @@ impl JwtVerifier {
             }
             None => self.try_family(token, alg, validation)?,
         };
-        self.principal(claims)
+        let exp = claims.exp;
+        let principal = self.principal(claims)?;
+        self.verified.put(token, &principal, exp);
+        Ok(principal)
     }
 
     async fn key_for_kid(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
@@ -149,7 +157,69 @@ impl JwtVerifier {
         }
         let roles = roles_from(&claims);
         let is_admin = roles.contains(&self.admin_role);
-        Ok(Principal { id: Arc::from(claims.sub), kind: PrincipalKind::User, roles, is_admin })
+        Ok(Principal {
+            id: Arc::from(claims.sub),
+            kind: PrincipalKind::User,
+            roles: Arc::from(roles),
+            is_admin,
+        })
+    }
+}
+
+/// Tokens already verified, keyed by their exact bytes, so a client that
+/// sends the same token on every request pays for HMAC/RSA/ECDSA and JSON
+/// parsing once. An entry is used only while its token's `exp` (with leeway)
+/// has not passed and for at most `VERIFIED_TTL`, so a key removed from the
+/// JWKS or a changed setting takes effect within that. Bounded: a full shard
+/// is emptied rather than grown.
+type VerifiedShard = parking_lot::Mutex<hashbrown::HashMap<Box<str>, Verified>>;
+
+pub(super) struct VerifiedCache {
+    shards: Box<[VerifiedShard]>,
+    hasher: hashbrown::DefaultHashBuilder,
+    leeway: u64,
+}
+
+struct Verified {
+    principal: Principal,
+    exp: u64,
+    at: std::time::Instant,
+}
+
+const VERIFIED_TTL: Duration = Duration::from_secs(30);
+const VERIFIED_SHARDS: usize = 16;
+const VERIFIED_PER_SHARD: usize = 4096;
+
+impl VerifiedCache {
+    pub(super) fn new(leeway: Duration) -> Self {
+        Self {
+            shards: (0..VERIFIED_SHARDS).map(|_| Default::default()).collect(),
+            hasher: Default::default(),
+            leeway: leeway.as_secs(),
+        }
+    }
+
+    fn shard(&self, token: &str) -> &VerifiedShard {
+        use std::hash::BuildHasher;
+        &self.shards[(self.hasher.hash_one(token) as usize) % VERIFIED_SHARDS]
+    }
+
+    pub(super) fn get(&self, token: &str) -> Option<Principal> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let shard = self.shard(token).lock();
+        let v = shard.get(token)?;
+        (now <= v.exp + self.leeway && v.at.elapsed() < VERIFIED_TTL).then(|| v.principal.clone())
+    }
+
+    pub(super) fn put(&self, token: &str, principal: &Principal, exp: u64) {
+        let mut shard = self.shard(token).lock();
+        if shard.len() >= VERIFIED_PER_SHARD {
+            shard.clear();
+        }
+        shard.insert(
+            Box::from(token),
+            Verified { principal: principal.clone(), exp, at: std::time::Instant::now() },
+        );
     }
 }
 
@@ -232,6 +302,28 @@ mod tests {
             .unwrap();
         assert_eq!(verifier().verify(&t).await, Err(AuthFailure::BadSignature));
         assert_eq!(verifier().verify("not.a.jwt").await, Err(AuthFailure::Malformed));
+    }
+
+    #[test]
+    fn the_verified_cache_honours_exp_and_its_bound() {
+        let cache = VerifiedCache::new(Duration::from_secs(0));
+        let p = Principal {
+            id: Arc::from("a"),
+            kind: PrincipalKind::User,
+            roles: Arc::from(vec![]),
+            is_admin: false,
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        cache.put("live", &p, now + 60);
+        cache.put("expired", &p, now - 1);
+        assert_eq!(cache.get("live"), Some(p.clone()));
+        assert_eq!(cache.get("expired"), None, "an expired token is not served from the cache");
+        assert_eq!(cache.get("never-seen"), None);
+        for i in 0..(VERIFIED_SHARDS * VERIFIED_PER_SHARD * 2) {
+            cache.put(&format!("t{i}"), &p, now + 60);
+        }
+        let held: usize = cache.shards.iter().map(|s| s.lock().len()).sum();
+        assert!(held <= VERIFIED_SHARDS * VERIFIED_PER_SHARD, "bounded: {held}");
     }
 
     #[tokio::test]

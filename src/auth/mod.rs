@@ -31,7 +31,8 @@ pub struct Principal {
     /// The JWT `sub`, or `apikey:<id>`. Sessions are owned by this id.
     pub id: Arc<str>,
     pub kind: PrincipalKind,
-    pub roles: Vec<String>,
+    /// Shared: a principal is cloned into every request it makes.
+    pub roles: Arc<[String]>,
     pub is_admin: bool,
 }
 

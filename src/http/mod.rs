@@ -27,9 +27,26 @@ use std::sync::atomic::AtomicBool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: one `Arc`, so each middleware layer's clone
+/// of the state is a single reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub service: Arc<SessionService>,
     pub auth: Arc<Authenticator>,
     pub events: Arc<Events>,

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Throughput and server CPU per request of authenticated GET /v1/sessions/{id},
+# side by side in one run on this machine (DESIGN.md §10 targets as ratios):
+#   bare    - a bare axum JSON handler (examples/bare_axum.rs)
+#   nolimit - sessiongate, memory store, JWT, metrics, tracing; no rate limits
+#   memory  - the same with both rate-limit layers on (per-IP GCRA + a window policy)
+#   redis   - the same on the Redis store and Redis limiter (its own redis-server)
+# Load: wrk on loopback, bounded in time. Prints a table; nothing is asserted.
+# Usage: loadtest/bench.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-1}
+SECRET=bench-secret-bench-secret-bench-secret-0123
+for cmd in wrk redis-server redis-cli curl; do
+  command -v $cmd >/dev/null || { echo "missing $cmd (apt-get install wrk redis-server redis-tools curl)"; exit 1; }
+done
+cargo build --release --quiet --bin sessiongate --example bare_axum
+BIN=target/release/sessiongate
+TICK=$(getconf CLK_TCK)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+
+# run NAME PID URL [HEADER]: prints "name req/s cpu_us_per_req p50 p99"
+run() {
+  local name=$1 pid=$2 url=$3 header=${4:-}
+  local before after out rps reqs p50 p99
+  if [ "${WARM:-1}" = 1 ]; then wrk -t"$THREADS" -c"$CONNS" -d2s ${header:+-H "$header"} "$url" >/dev/null; fi   # warm-up
+  before=$(cpu_ticks "$pid")
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency ${header:+-H "$header"} "$url")
+  after=$(cpu_ticks "$pid")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  [ -n "$non2xx" ] && { echo "$name: $non2xx non-2xx responses; the run is invalid"; exit 1; }
+  echo "$name $rps $(( (after - before) * 1000000 / TICK )) $reqs $p50 $p99"
+}
+
+start_sg() {  # start_sg PORT [env...]: starts sessiongate, echoes its pid
+  local port=$1; shift
+  env -i PATH="$PATH" SESSIONGATE__SERVER__LISTEN=127.0.0.1:$port SESSIONGATE__AUTH__HS256_SECRET=$SECRET \
+    SESSIONGATE__TELEMETRY__LOG_LEVEL=${LOG_LEVEL:-info} "$@" $BIN >/dev/null 2>&1 &
+  echo $!
+}
+
+session_of() {  # session_of BASE TOKEN: creates a session, echoes its id
+  curl -sf -X POST "$1/v1/sessions" -H "Authorization: Bearer $2" -H 'content-type: application/json' \
+    -d '{"tool_set":"general"}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])'
+}
+
+TOKEN=$(env -i SESSIONGATE__AUTH__HS256_SECRET=$SECRET $BIN token --sub bench --ttl 1h)
+AUTH="Authorization: Bearer $TOKEN"
+LIMITS=(SESSIONGATE__RATE_LIMIT__PER_IP='{per_second=1000000,burst=1000000}'
+        SESSIONGATE__RATE_LIMIT__POLICIES='[{name="default",limit=1000000000,window="60s"}]')
+NOLIMITS=(SESSIONGATE__RATE_LIMIT__PER_IP='{per_second=0,burst=1}' SESSIONGATE__RATE_LIMIT__POLICIES='[]')
+results=()
+
+p=$(free_port); target/release/examples/bare_axum 127.0.0.1:$p >/dev/null & pid=$!; PIDS+=($pid)
+wait_http "http://127.0.0.1:$p/v1/sessions/x"
+results+=("$(run bare $pid "http://127.0.0.1:$p/v1/sessions/0190f7d2-0000-7000-8000-000000000000")")
+kill $pid
+
+for mode in nolimit memory; do
+  p=$(free_port)
+  if [ $mode = nolimit ]; then pid=$(start_sg $p "${NOLIMITS[@]}"); else pid=$(start_sg $p "${LIMITS[@]}"); fi
+  PIDS+=($pid); wait_http "http://127.0.0.1:$p/healthz"
+  id=$(session_of "http://127.0.0.1:$p" "$TOKEN")
+  results+=("$(run $mode $pid "http://127.0.0.1:$p/v1/sessions/$id" "$AUTH")")
+  kill $pid
+done
+
+rp=$(free_port); rdir=$(mktemp -d)
+redis-server --port $rp --bind 127.0.0.1 --save "" --appendonly no --dir "$rdir" >/dev/null & PIDS+=($!)
+for _ in $(seq 50); do redis-cli -p $rp ping >/dev/null 2>&1 && break; sleep 0.1; done
+p=$(free_port)
+pid=$(start_sg $p "${LIMITS[@]}" SESSIONGATE__STORE__BACKEND=redis SESSIONGATE__STORE__REDIS_URL=redis://127.0.0.1:$rp)
+PIDS+=($pid); wait_http "http://127.0.0.1:$p/healthz"
+id=$(session_of "http://127.0.0.1:$p" "$TOKEN")
+wrk -t"$THREADS" -c"$CONNS" -d2s -H "$AUTH" "http://127.0.0.1:$p/v1/sessions/$id" >/dev/null   # warm-up, uncounted
+# Round trips: the top-level commands a client sent. (commandstats also counts
+# the commands a script runs inside Redis, which cost no round trip.)
+calls() { redis-cli -p $rp info commandstats | awk -F'[:=,]' '$1=="cmdstat_evalsha" || $1=="cmdstat_eval" || $1=="cmdstat_script|load" {s+=$3} END {print s}'; }
+c0=$(calls)
+r=$(WARM=0 run redis $pid "http://127.0.0.1:$p/v1/sessions/$id" "$AUTH")
+c1=$(calls)
+results+=("$r")
+kill $pid
+
+echo
+echo "GET /v1/sessions/{id}, wrk -t$THREADS -c$CONNS, ${SECS}s per run, $(nproc) cores shared with the load generator"
+printf '%-8s %12s %14s %10s %10s %14s %14s\n' run req/s cpu-us/req p50 p99 vs-bare-rps cpu-vs-bare
+read -r _ bare_rps bare_cpu bare_reqs _ _ <<<"${results[0]}"
+bare_us=$(python3 -c "print($bare_cpu/$bare_reqs)")
+for line in "${results[@]}"; do
+  read -r name rps cpu reqs p50 p99 <<<"$line"
+  python3 - "$name" "$rps" "$cpu" "$reqs" "$p50" "$p99" "$bare_rps" "$bare_us" <<'PY'
+import sys
+name, rps, cpu, reqs, p50, p99, bare_rps, bare_us = sys.argv[1:]
+us = float(cpu) / float(reqs)
+print(f"{name:<8} {float(rps):>12.0f} {us:>14.2f} {p50:>10} {p99:>10} {float(rps)/float(bare_rps):>14.2f} {us/float(bare_us):>14.2f}")
+PY
+done
+read -r _ _ _ redis_reqs _ _ <<<"${results[3]}"
+read -r _ mem_rps _ _ _ _ <<<"${results[2]}"
+read -r _ red_rps _ _ _ _ <<<"${results[3]}"
+python3 -c "print(f'redis/memory throughput: {$red_rps/$mem_rps:.2f}; Redis round trips per request: {($c1-$c0)/$redis_reqs:.2f} (reaper sweeps included)')"
