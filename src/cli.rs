@@ -121,7 +121,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.config.as_deref())?;
-    crate::telemetry::init_logging(&config.telemetry);
+    // Dropped when serving ends: buffered log lines are flushed then.
+    let _log_guard = crate::telemetry::init_logging(&config.telemetry);
     let app = Application::build(config, BuildOptions { production: args.production, clock: None }).await?;
     let addr = app.local_addr();
     if let Some(dev) = app.dev_credentials() {
