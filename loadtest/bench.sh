@@ -4,7 +4,8 @@
 #   bare    - a bare axum JSON handler (examples/bare_axum.rs)
 #   nolimit - sessiongate, memory store, JWT, metrics, tracing; no rate limits
 #   memory  - the same with both rate-limit layers on (per-IP GCRA + a window policy)
-#   redis   - the same on the Redis store and Redis limiter (its own redis-server)
+#   redis-nolimit - the Redis store (its own redis-server), no rate limits
+#   redis   - the Redis store and the Redis limiter
 # Load: wrk on loopback, bounded in time. Prints a table; nothing is asserted.
 # Usage: loadtest/bench.sh [seconds per run, default 10]
 set -euo pipefail
@@ -80,8 +81,15 @@ done
 rp=$(free_port); rdir=$(mktemp -d)
 redis-server --port $rp --bind 127.0.0.1 --save "" --appendonly no --dir "$rdir" >/dev/null & PIDS+=($!)
 for _ in $(seq 50); do redis-cli -p $rp ping >/dev/null 2>&1 && break; sleep 0.1; done
+REDIS_STORE=(SESSIONGATE__STORE__BACKEND=redis SESSIONGATE__STORE__REDIS_URL=redis://127.0.0.1:$rp)
 p=$(free_port)
-pid=$(start_sg $p "${LIMITS[@]}" SESSIONGATE__STORE__BACKEND=redis SESSIONGATE__STORE__REDIS_URL=redis://127.0.0.1:$rp)
+pid=$(start_sg $p "${NOLIMITS[@]}" "${REDIS_STORE[@]}")
+PIDS+=($pid); wait_http "http://127.0.0.1:$p/healthz"
+id=$(session_of "http://127.0.0.1:$p" "$TOKEN")
+results+=("$(run redis-nolimit $pid "http://127.0.0.1:$p/v1/sessions/$id" "$AUTH")")
+kill $pid
+p=$(free_port)
+pid=$(start_sg $p "${LIMITS[@]}" "${REDIS_STORE[@]}")
 PIDS+=($pid); wait_http "http://127.0.0.1:$p/healthz"
 id=$(session_of "http://127.0.0.1:$p" "$TOKEN")
 wrk -t"$THREADS" -c"$CONNS" -d2s -H "$AUTH" "http://127.0.0.1:$p/v1/sessions/$id" >/dev/null   # warm-up, uncounted
@@ -96,7 +104,7 @@ kill $pid
 
 echo
 echo "GET /v1/sessions/{id}, wrk -t$THREADS -c$CONNS, ${SECS}s per run, $(nproc) cores shared with the load generator"
-printf '%-8s %12s %14s %10s %10s %14s %14s\n' run req/s cpu-us/req p50 p99 vs-bare-rps cpu-vs-bare
+printf '%-14s %10s %12s %10s %10s %12s %12s\n' run req/s cpu-us/req p50 p99 vs-bare-rps cpu-vs-bare
 read -r _ bare_rps bare_cpu bare_reqs _ _ <<<"${results[0]}"
 bare_us=$(python3 -c "print($bare_cpu/$bare_reqs)")
 for line in "${results[@]}"; do
@@ -105,10 +113,10 @@ for line in "${results[@]}"; do
 import sys
 name, rps, cpu, reqs, p50, p99, bare_rps, bare_us = sys.argv[1:]
 us = float(cpu) / float(reqs)
-print(f"{name:<8} {float(rps):>12.0f} {us:>14.2f} {p50:>10} {p99:>10} {float(rps)/float(bare_rps):>14.2f} {us/float(bare_us):>14.2f}")
+print(f"{name:<14} {float(rps):>10.0f} {us:>12.2f} {p50:>10} {p99:>10} {float(rps)/float(bare_rps):>12.2f} {us/float(bare_us):>12.2f}")
 PY
 done
-read -r _ _ _ redis_reqs _ _ <<<"${results[3]}"
+read -r _ _ _ redis_reqs _ _ <<<"${results[4]}"
 read -r _ mem_rps _ _ _ _ <<<"${results[2]}"
-read -r _ red_rps _ _ _ _ <<<"${results[3]}"
+read -r _ red_rps _ _ _ _ <<<"${results[4]}"
 python3 -c "print(f'redis/memory throughput: {$red_rps/$mem_rps:.2f}; Redis round trips per request: {($c1-$c0)/$redis_reqs:.2f} (reaper sweeps included)')"
