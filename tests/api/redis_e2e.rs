@@ -282,3 +282,45 @@ async fn the_whole_service_runs_on_a_redis_cluster() {
     assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="evicted"}"#).await, Some(40.0));
     assert_eq!(app.metric(r#"sessiongate_ratelimit_store_errors_total{policy="p"}"#).await, Some(0.0));
 }
+
+#[tokio::test]
+async fn a_config_patch_on_one_process_is_in_force_on_the_other_within_a_second() {
+    let redis = RedisServer::start();
+    let cap = [("SESSIONGATE__SESSIONS__MAX_PER_USER", "1"), ("SESSIONGATE__SESSIONS__ON_LIMIT", "reject")];
+    let a = start_process(&redis.url(), "cfg", &cap);
+    let b = start_process(&redis.url(), "cfg", &cap);
+    let c = client();
+    let admin = admin_token("oncall");
+    let r = c
+        .patch(a.url("/v1/admin/config"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"sessions": {"max_per_user": 7}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let changed = Instant::now();
+    let mut seen = None;
+    while changed.elapsed() < Duration::from_secs(3) {
+        let doc: Value =
+            c.get(b.url("/v1/admin/config")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        if doc["sessions"]["max_per_user"] == 7 {
+            seen = Some(changed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.expect("B picked up A's change");
+    assert!(seen < Duration::from_secs(1), "in force on B within a second: {seen:?}");
+    // And B enforces it: a user may now hold more than the file's one session.
+    let alice = token("alice");
+    for _ in 0..3 {
+        assert_eq!(create(&c, &b, &alice).await.status(), StatusCode::CREATED);
+    }
+    let text = c.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(r#"sessiongate_config_changes_total{source="replica"} 1"#),
+        "counted on B as a replica change"
+    );
+}
