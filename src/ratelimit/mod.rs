@@ -178,6 +178,15 @@ impl Drop for ConcurrencyGuard {
     }
 }
 
+/// The 429 for a request that a blocking policy refused.
+fn refusal(report: &headers::Report) -> Decision {
+    Decision::Limited {
+        retry_after_secs: report.retry_after_secs(),
+        violated: report.violated(),
+        headers: report.render(),
+    }
+}
+
 pub struct RateLimiter {
     /// Swapped whole when runtime config changes limits or windows.
     policies: arc_swap::ArcSwap<Vec<Policy>>,
@@ -268,11 +277,7 @@ impl RateLimiter {
         }
         if blocked {
             // `guard` drops here and gives back what this request took.
-            return Decision::Limited {
-                retry_after_secs: report.retry_after_secs(),
-                violated: report.violated(),
-                headers: report.render(),
-            };
+            return refusal(&report);
         }
 
         let windows: Vec<WindowCheck> =
@@ -301,11 +306,7 @@ impl RateLimiter {
             }
         }
         if blocked {
-            return Decision::Limited {
-                retry_after_secs: report.retry_after_secs(),
-                violated: report.violated(),
-                headers: report.render(),
-            };
+            return refusal(&report);
         }
         let guard = (!guard.held.is_empty()).then_some(guard);
         Decision::Admitted { headers: Some(report.render()), guard }

@@ -289,20 +289,6 @@ async fn run_against_model(
     Ok(())
 }
 
-async fn redis_url_store(url: &str, prefix: &str) -> Arc<dyn SessionStore> {
-    let config = sessiongate::config::StoreConfig {
-        backend: sessiongate::config::StoreBackend::Redis,
-        redis_url: sessiongate::config::Secret::new(url),
-        key_prefix: prefix.to_string(),
-        ..Default::default()
-    };
-    let events =
-        Arc::new(sessiongate::telemetry::Events::new(Arc::new(sessiongate::telemetry::Metrics::new())));
-    Arc::new(sessiongate::store::RedisStore::new(Arc::new(
-        sessiongate::store::redis::Redis::new(&config, events).unwrap(),
-    )))
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
 
@@ -326,7 +312,8 @@ fn redis_store_matches_the_reference_model() {
     let result = runner.run(&(limits(), proptest::collection::vec(op(), 1..60)), |(l, ops)| {
         case.set(case.get() + 1);
         rt.block_on(async {
-            let store = redis_url_store(&server.url(), &format!("model{}", case.get())).await;
+            use crate::store_suite::{redis_config, redis_store_from};
+            let store = redis_store_from(redis_config(vec![server.url()], &format!("model{}", case.get())));
             run_against_model(store, l, ops).await
         })
     });

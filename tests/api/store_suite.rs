@@ -267,45 +267,39 @@ store_suite!(memory, || async {
     )
 });
 
-/// A Redis store on a server of its own (kept alive as long as the store).
-pub async fn redis_store(server: &crate::redis_server::RedisServer, prefix: &str) -> Arc<dyn SessionStore> {
-    let config = sessiongate::config::StoreConfig {
-        backend: sessiongate::config::StoreBackend::Redis,
-        redis_url: sessiongate::config::Secret::new(server.url()),
-        key_prefix: prefix.to_string(),
-        ..Default::default()
-    };
+/// A Redis store (single node or cluster, as `config` says) with its own metrics.
+pub fn redis_store_from(config: sessiongate::config::StoreConfig) -> Arc<dyn SessionStore> {
     let events =
         Arc::new(sessiongate::telemetry::Events::new(Arc::new(sessiongate::telemetry::Metrics::new())));
     let redis = Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
     Arc::new(sessiongate::store::RedisStore::new(redis))
 }
 
-/// A store on a real three-node Redis Cluster.
-pub async fn cluster_store(
-    cluster: &crate::redis_server::RedisCluster,
-    prefix: &str,
-) -> Arc<dyn SessionStore> {
-    let config = sessiongate::config::StoreConfig {
+/// The store settings for Redis at `urls` (one: a single node; several: cluster seeds).
+pub fn redis_config(urls: Vec<String>, prefix: &str) -> sessiongate::config::StoreConfig {
+    let mut config = sessiongate::config::StoreConfig {
         backend: sessiongate::config::StoreBackend::Redis,
-        redis_cluster_urls: cluster.urls().into_iter().map(sessiongate::config::Secret::new).collect(),
         key_prefix: prefix.to_string(),
         ..Default::default()
     };
-    let events =
-        Arc::new(sessiongate::telemetry::Events::new(Arc::new(sessiongate::telemetry::Metrics::new())));
-    let redis = Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
-    Arc::new(sessiongate::store::RedisStore::new(redis))
+    let mut urls: Vec<sessiongate::config::Secret> =
+        urls.into_iter().map(sessiongate::config::Secret::new).collect();
+    if urls.len() == 1 {
+        config.redis_url = urls.remove(0);
+    } else {
+        config.redis_cluster_urls = urls;
+    }
+    config
 }
 
 store_suite!(redis_cluster, || async {
     let cluster = crate::redis_server::RedisCluster::start();
-    let store = cluster_store(&cluster, "suite").await;
+    let store = redis_store_from(redis_config(cluster.urls(), "suite"));
     (store, Box::new(cluster) as Box<dyn std::any::Any + Send>)
 });
 
 store_suite!(redis, || async {
     let server = crate::redis_server::RedisServer::start();
-    let store = redis_store(&server, "suite").await;
+    let store = redis_store_from(redis_config(vec![server.url()], "suite"));
     (store, Box::new(server) as Box<dyn std::any::Any + Send>)
 });
