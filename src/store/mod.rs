@@ -1,6 +1,7 @@
 //! Implementations of `sessions::SessionStore`, and the one place that picks
 //! one from config. Nothing here knows about HTTP.
 
+pub mod instrumented;
 pub mod memory;
 pub mod overrides;
 pub mod redis;
@@ -25,7 +26,7 @@ pub struct Built {
 pub fn build(config: &StoreConfig, events: Arc<Events>) -> anyhow::Result<Built> {
     match config.backend {
         StoreBackend::Memory => Ok(Built {
-            store: Arc::new(MemoryStore::new()),
+            store: Arc::new(instrumented::Instrumented::new(Arc::new(MemoryStore::new()), events)),
             redis: None,
             overrides: if config.overrides_file.is_empty() {
                 Arc::new(overrides::InProcess::default())
@@ -34,9 +35,12 @@ pub fn build(config: &StoreConfig, events: Arc<Events>) -> anyhow::Result<Built>
             },
         }),
         StoreBackend::Redis => {
-            let conn = Arc::new(redis::Redis::new(config, events)?);
+            let conn = Arc::new(redis::Redis::new(config, events.clone())?);
             Ok(Built {
-                store: Arc::new(RedisStore::new(conn.clone())),
+                store: Arc::new(instrumented::Instrumented::new(
+                    Arc::new(RedisStore::new(conn.clone())),
+                    events,
+                )),
                 overrides: Arc::new(overrides::InRedis::new(conn.clone())),
                 redis: Some(conn),
             })

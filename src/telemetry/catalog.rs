@@ -34,6 +34,13 @@ pub const LIFETIME_BUCKETS: &[f64] =
 pub const AGENT_BUCKETS: &[f64] =
     &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// From a memory store's microseconds to a slow Redis's tens of milliseconds,
+/// up to the longest command timeout worth having.
+pub const STORE_BUCKETS: &[f64] = &[
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
+
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
 pub const SESSIONS_ACTIVE: &str = "sessiongate_sessions_active";
@@ -47,6 +54,8 @@ pub const AGENT_QUERY_DURATION: &str = "sessiongate_agent_query_duration_seconds
 pub const AUTH_FAILURES: &str = "sessiongate_auth_failures_total";
 pub const RATELIMIT_DECISIONS: &str = "sessiongate_ratelimit_decisions_total";
 pub const RATELIMIT_STORE_ERRORS: &str = "sessiongate_ratelimit_store_errors_total";
+pub const STORE_OPERATION_DURATION: &str = "sessiongate_store_operation_duration_seconds";
+pub const STORE_ERRORS: &str = "sessiongate_store_errors_total";
 pub const CONFIG_CHANGES: &str = "sessiongate_config_changes_total";
 pub const STORE_UP: &str = "sessiongate_store_up";
 pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
@@ -160,6 +169,22 @@ pub const CATALOG: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
+        name: STORE_OPERATION_DURATION,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Duration of session-store operations, by backend and operation.",
+        labels: &["backend", "operation"],
+        buckets: STORE_BUCKETS,
+    },
+    MetricDef {
+        name: STORE_ERRORS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Session-store operations that failed, by backend and operation.",
+        labels: &["backend", "operation"],
+        buckets: &[],
+    },
+    MetricDef {
         name: CONFIG_CHANGES,
         kind: Kind::Counter,
         unit: None,
@@ -215,6 +240,8 @@ pub mod values {
     pub const RATELIMIT_DECISIONS: [&str; 3] = ["allowed", "limited", "shadow_limited"];
     /// The `policy` label of the per-IP layer (it reports only `limited`).
     pub const PER_IP_POLICY: &str = "per_ip";
+    pub const STORE_OPERATIONS: [&str; 9] =
+        ["create", "get", "list", "touch", "delete", "revoke", "reap", "stats", "ping"];
     pub const CONFIG_SOURCES: [&str; 3] = ["api", "replica", "startup"];
     pub const JWKS_OUTCOMES: [&str; 2] = ["ok", "error"];
     pub const AGENT_OUTCOMES: [&str; 3] = ["ok", "error", "timeout"];

@@ -30,6 +30,9 @@ impl Events {
         let m = &self.metrics;
         m.set_build_info(store_backend);
         m.gauge(catalog::STORE_UP, vec![Label::new("backend", store_backend)]).set(1.0);
+        for op in values::STORE_OPERATIONS {
+            m.counter(catalog::STORE_ERRORS, store_labels(store_backend, op)).absolute(0);
+        }
         for ts in tool_sets {
             m.counter(catalog::SESSIONS_CREATED, vec![Label::new("tool_set", ts.clone())]).absolute(0);
             m.gauge(catalog::SESSIONS_ACTIVE, vec![Label::new("tool_set", ts.clone())]).set(0.0);
@@ -147,6 +150,16 @@ impl Events {
         tracing::info!(event = "config_changed", source, admin = admin.unwrap_or(""), change = %change, "runtime config changed");
     }
 
+    /// One store operation finished.
+    pub fn store_operation(&self, backend: &'static str, operation: &'static str, took: Duration, ok: bool) {
+        self.metrics
+            .histogram(catalog::STORE_OPERATION_DURATION, store_labels(backend, operation))
+            .record(took.as_secs_f64());
+        if !ok {
+            self.metrics.counter(catalog::STORE_ERRORS, store_labels(backend, operation)).increment(1);
+        }
+    }
+
     /// The store was lost or regained: one log line each way, and the gauge.
     pub fn store_availability(&self, backend: &'static str, up: bool, why: Option<&str>) {
         self.metrics.gauge(catalog::STORE_UP, vec![Label::new("backend", backend)]).set(if up {
@@ -217,6 +230,10 @@ impl Events {
         self.metrics.gauge(catalog::SESSIONS_EXPIRED_PENDING, vec![]).set(expired_pending as f64);
         self.metrics.gauge(catalog::REAPER_LAST_SWEEP, vec![]).set(now as f64 / 1000.0);
     }
+}
+
+fn store_labels(backend: &'static str, operation: &'static str) -> Vec<Label> {
+    vec![Label::new("backend", backend), Label::new("operation", operation)]
 }
 
 fn decision_labels(policy: &Arc<str>, decision: &'static str) -> Vec<Label> {

@@ -14,6 +14,8 @@ static METADATA: Metadata<'static> = Metadata::new("sessiongate", Level::INFO, N
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// `process_*` (CPU, resident memory, open fds, start time), read at scrape time.
+    process: metrics_process::Collector,
 }
 
 impl Default for Metrics {
@@ -40,11 +42,15 @@ impl Metrics {
                 Kind::Histogram => recorder.describe_histogram(def.name.into(), def.unit, help),
             }
         }
-        Self { recorder, handle }
+        // The collector records through the `metrics` macros: point them at this recorder.
+        let process = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || process.describe());
+        Self { recorder, handle, process }
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, with the process figures read now.
     pub fn render(&self) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.process.collect());
         self.handle.render()
     }
 

@@ -108,3 +108,65 @@ async fn the_openapi_document_describes_every_route() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["Problem"].is_object());
 }
+
+#[tokio::test]
+async fn store_operations_and_the_process_are_measured() {
+    let app = spawn_app().await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    app.get(&alice, &format!("/v1/sessions/{}", s["id"].as_str().unwrap())).await;
+    let text = app.metrics().await;
+    for series in [
+        r#"sessiongate_store_operation_duration_seconds_count{backend="memory",operation="create"} 1"#,
+        r#"sessiongate_store_operation_duration_seconds_count{backend="memory",operation="get"} 1"#,
+        r#"sessiongate_store_errors_total{backend="memory",operation="get"} 0"#,
+    ] {
+        assert!(text.contains(series), "missing {series}");
+    }
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(name)), "missing {name}");
+    }
+}
+
+/// The README's metrics table is the catalog: same names, types and labels.
+#[test]
+fn the_readme_metrics_table_matches_the_catalog() {
+    use sessiongate::telemetry::catalog::{CATALOG, Kind};
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section =
+        readme.split("\n## Metrics\n").nth(1).expect("a Metrics section").split("\n## ").next().unwrap();
+    let rows: Vec<(String, String, Vec<String>)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let labels = cells[2]
+                .split(',')
+                .map(|s| s.trim().trim_matches('`').to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            (cells[0].trim_matches('`').to_string(), cells[1].to_string(), labels)
+        })
+        .collect();
+    let expected: Vec<(String, String, Vec<String>)> = CATALOG
+        .iter()
+        .map(|d| {
+            let kind = match d.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            (d.name.to_string(), kind.to_string(), d.labels.iter().map(|l| l.to_string()).collect())
+        })
+        .collect();
+    let mut got = rows.clone();
+    got.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(got, want, "README table vs telemetry::catalog::CATALOG");
+}
