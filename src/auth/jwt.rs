@@ -208,7 +208,8 @@ impl VerifiedCache {
         let now = jsonwebtoken::get_current_timestamp();
         let shard = self.shard(token).lock();
         let v = shard.get(token)?;
-        (now <= v.exp + self.leeway && v.at.elapsed() < VERIFIED_TTL).then(|| v.principal.clone())
+        (now <= v.exp.saturating_add(self.leeway) && v.at.elapsed() < VERIFIED_TTL)
+            .then(|| v.principal.clone())
     }
 
     pub(super) fn put(&self, token: &str, principal: &Principal, exp: u64) {

@@ -147,6 +147,16 @@ pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Ro
         app = app.route("/metrics", get(handlers::metrics));
     }
     let mut app = app
+        // A panic is a bug: answer 500 INTERNAL (logged once by the envelope with
+        // the panic message) instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|panic: Box<dyn std::any::Any + Send>| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            problem::ApiError::Internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
+        }))
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, server.request_timeout));
     if !server.cors_allowed_origins.is_empty() {

@@ -148,3 +148,20 @@ async fn probes_metrics_and_openapi_need_no_credentials() {
         assert_eq!(app.client.get(app.url(path)).send().await.unwrap().status(), StatusCode::OK, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_token_expiring_at_the_end_of_time_is_served_twice_without_overflow() {
+    // A leeway, so `exp + leeway` would overflow if added naively.
+    let app = spawn_app_with("[auth]\nleeway = \"30s\"").await;
+    let claims = serde_json::json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": u64::MAX});
+    let t = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    // The second request is answered from the verified-token cache.
+    for _ in 0..2 {
+        assert_eq!(app.get(&t, "/v1/sessions").await.status(), StatusCode::OK);
+    }
+}
