@@ -16,11 +16,12 @@ pub fn init_tls() {
     });
 }
 
-/// A client with connect and total timeouts; never follows redirects to
-/// another scheme or host silently beyond reqwest's default limit.
+/// A client with connect and total timeouts that never follows redirects.
 pub fn client(timeout: Duration) -> reqwest::Client {
     init_tls();
     reqwest::Client::builder()
+        // A pinned URL stays pinned: no redirect to another scheme or host.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
         .user_agent(concat!("sessiongate/", env!("CARGO_PKG_VERSION")))

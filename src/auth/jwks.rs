@@ -144,6 +144,9 @@ impl Jwks {
             .get(reqwest::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
+        if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+            return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
+        }
         let body = response.bytes().await.map_err(|e| format!("reading the body failed: {e}"))?;
         if body.len() > MAX_JWKS_BYTES {
             return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
@@ -155,6 +158,10 @@ impl Jwks {
                 Ok(k) => keys.push(Arc::new(k)),
                 Err(why) => tracing::debug!(kid = ?jwk.common.key_id, %why, "JWKS key skipped"),
             }
+        }
+        if keys.is_empty() {
+            // An empty (or wholly unusable) set would lock everyone out: keep the last good keys.
+            return Err(format!("no usable keys among {}", set.keys.len()));
         }
         Ok((KeyCache { keys }, max_age))
     }

@@ -443,6 +443,12 @@ impl Config {
         let s = &self.sessions;
         check(s.max_per_user >= 1, "sessions.max_per_user: must be at least 1");
         check(s.max_per_user <= 10_000, "sessions.max_per_user: must be at most 10000");
+        // An upper bound keeps every expiry computation far from overflow.
+        let year = Duration::from_secs(365 * 86_400);
+        check(
+            s.idle_ttl <= year && s.max_lifetime <= year && s.idempotency_ttl <= year,
+            "sessions.idle_ttl / max_lifetime / idempotency_ttl: must be at most 365 days",
+        );
         check(s.idle_ttl >= Duration::from_secs(1), "sessions.idle_ttl: must be at least 1s");
         check(s.max_lifetime >= Duration::from_secs(1), "sessions.max_lifetime: must be at least 1s");
         check(s.idempotency_ttl >= Duration::from_secs(1), "sessions.idempotency_ttl: must be at least 1s");

@@ -44,8 +44,9 @@ impl Report {
     pub fn window(&mut self, check: &WindowCheck, result: &WindowResult, now: Millis) {
         let counter: Counter = result.counter;
         let (w, limit) = (check.window_ms, check.limit);
-        let retry_after_ms = if result.admits { 0 } else { window::retry_after_ms(counter, now, w, limit) };
         let blocking = !result.admits && check.enforce;
+        // Only a blocking window needs its wait (a shadow one can be far over).
+        let retry_after_ms = if blocking { window::retry_after_ms(counter, now, w, limit) } else { 0 };
         self.items.push(Item {
             name: check.name.clone(),
             quota: limit,

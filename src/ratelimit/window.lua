@@ -49,6 +49,10 @@ for i = 0, n - 1 do
   table.insert(out, c)
   table.insert(out, s[4])
 end
--- Idle principals vanish once both buckets of their longest window have passed.
-redis.call('PEXPIRE', KEYS[1], 2 * longest)
+-- Idle principals vanish once both buckets of their longest window have
+-- passed. Only ever lengthen the TTL: a request on a route with only short
+-- windows must not expire a long window's counters early.
+if redis.call('PTTL', KEYS[1]) < 2 * longest then
+  redis.call('PEXPIRE', KEYS[1], 2 * longest)
+end
 return out

@@ -381,3 +381,23 @@ async fn api_keys_authenticate_services_by_hash() {
     assert_eq!(status_and_reason(&app, &forged).await, (StatusCode::UNAUTHORIZED, Some("malformed".into())));
     assert_eq!(app.metric(r#"sessiongate_auth_failures_total{reason="bad_api_key"}"#).await, Some(1.0));
 }
+
+#[tokio::test]
+async fn an_empty_key_set_keeps_the_last_good_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = gen_key(dir.path(), "a", Algorithm::ES256);
+    let server = JwksServer::default();
+    let app = jwks_app(&server, &a, "100ms").await;
+    server.set(vec![]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stranger = sign(&a, Algorithm::ES256, Some("new"), &claims("alice"));
+    assert_eq!(status_and_reason(&app, &stranger).await.1.as_deref(), Some("unknown_kid"));
+    assert_eq!(server.hits(), 2, "it did fetch");
+    assert_eq!(app.metric(r#"sessiongate_jwks_refreshes_total{outcome="error"}"#).await, Some(1.0));
+    let known = sign(&a, Algorithm::ES256, Some("a"), &claims("alice"));
+    assert_eq!(
+        status_and_reason(&app, &known).await.0,
+        StatusCode::OK,
+        "an empty set did not lock everyone out"
+    );
+}

@@ -324,3 +324,29 @@ async fn a_config_patch_on_one_process_is_in_force_on_the_other_within_a_second(
         "counted on B as a replica change"
     );
 }
+
+/// A request on a route with only short windows must not shorten the life of
+/// a long window's counters (they share the principal's key).
+#[tokio::test]
+async fn short_windows_never_expire_a_long_windows_counters() {
+    use sessiongate::ratelimit::{LimiterBackend, WindowCheck, redis::RedisLimiter};
+    let redis = RedisServer::start();
+    let config = crate::store_suite::redis_config(vec![redis.url()], "ttl");
+    let events = std::sync::Arc::new(sessiongate::telemetry::Events::new(std::sync::Arc::new(
+        sessiongate::telemetry::Metrics::new(),
+    )));
+    let conn = std::sync::Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
+    let limiter = RedisLimiter::new(conn.clone(), Duration::from_secs(60));
+    let check = |name: &str, window_ms: i64| WindowCheck {
+        index: 0,
+        name: std::sync::Arc::from(name),
+        limit: 1000,
+        window_ms,
+        enforce: true,
+    };
+    let now = T0;
+    limiter.check_windows("alice", &[check("daily", 86_400_000)], now).await.unwrap();
+    limiter.check_windows("alice", &[check("minute", 60_000)], now).await.unwrap();
+    let ttl: i64 = conn.cmd(redis::cmd("PTTL").arg("ttl:rl:{p:alice}")).await.unwrap();
+    assert!(ttl > 86_400_000, "the daily window's counters still live for two days: {ttl} ms");
+}

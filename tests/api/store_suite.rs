@@ -203,6 +203,25 @@ pub async fn idempotency_replays_conflicts_and_expires(store: Arc<dyn SessionSto
     assert_ne!(again.id, first.id);
 }
 
+/// User `a` with key `x:k` and user `a:x` with key `k` are different records.
+/// `x` is chosen so both users share a Redis slot group, where the old key
+/// layout `i:<user>:<key>` gave both the same key (`i:a:x:k`).
+pub async fn idempotency_keys_never_cross_users(store: Arc<dyn SessionStore>) {
+    use sessiongate::store::redis::group_of;
+    let x =
+        (0..100_000).map(|n| n.to_string()).find(|x| group_of(&format!("a:{x}")) == group_of("a")).unwrap();
+    let l = limits(5, OnLimit::Reject);
+    let with = |user: &str, key: &str| {
+        let mut r = req(user, "general", NOW, l);
+        r.idempotency = Some(IdempotencyRequest { key: key.into(), fingerprint: "fp".into() });
+        r
+    };
+    let (first, _) = created(&*store, with("a", &format!("{x}:k"))).await;
+    let (second, _) = created(&*store, with(&format!("a:{x}"), "k")).await;
+    assert_ne!(first.id, second.id, "the second user got their own session, not a replay");
+    assert_eq!(&*second.user_id, format!("a:{x}"));
+}
+
 pub async fn the_cap_holds_under_concurrent_creates(store: Arc<dyn SessionStore>) {
     for on_limit in [OnLimit::Reject, OnLimit::EvictOldest] {
         let user = format!("busy-{on_limit:?}");
@@ -243,6 +262,7 @@ macro_rules! store_suite {
                 reap_returns_each_expired_session_exactly_once,
                 stats_count_live_by_tool_set_and_pending_expiries,
                 idempotency_replays_conflicts_and_expires,
+                idempotency_keys_never_cross_users,
                 the_cap_holds_under_concurrent_creates,
             );
         }

@@ -5,7 +5,8 @@
 --   <p>u:<user>        ZSET the user's session ids, score = expires
 --   <p>exp             ZSET the group's session ids, score = expires
 --   <p>act             HASH tool set -> sessions present (live or not yet reaped)
---   <p>i:<user>:<key>  HASH an idempotency record, expiring
+--   <p>i:<len>:<user>:<key>  HASH an idempotency record, expiring (the
+--                      user's length makes the key unambiguous)
 -- where <p> = "<prefix>:{g:<n>}:".
 local function skey(p, id) return p .. 's:' .. id end
 local function ukey(p, user) return p .. 'u:' .. user end

@@ -5,7 +5,8 @@
 local p, user, id, tool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, cap, idle, life = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local on_limit, idem, fp, idem_ttl = ARGV[9], ARGV[10], ARGV[11], tonumber(ARGV[12])
-local ikey = p .. 'i:' .. user .. ':' .. idem
+-- The user's length first: 'a' + 'b:k' and 'a:b' + 'k' must not meet.
+local ikey = p .. 'i:' .. string.len(user) .. ':' .. user .. ':' .. idem
 
 if idem ~= '' then
   local r = redis.call('HMGET', ikey, 'fp', 'id', 't', 'c', 'a', 'e', 'ev', 'x')

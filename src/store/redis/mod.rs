@@ -50,7 +50,7 @@ pub struct RedisStore {
 }
 
 /// FNV-1a: a stable hash, the same in every replica and every release.
-fn group_of(user: &str) -> u32 {
+pub fn group_of(user: &str) -> u32 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in user.as_bytes() {
         h ^= u64::from(*b);
@@ -256,26 +256,48 @@ impl SessionStore for RedisStore {
         // Every group at once (the multiplexed connection pipelines the
         // calls); each drains its own expired sessions in batches.
         let batch = (max / GROUPS as usize).clamp(1, 1000);
+        // A group that fails keeps what it had claimed (those sessions are
+        // already removed and must be reported); the others carry on.
         let calls = (0..GROUPS).map(|g| {
             let p = self.group_prefix(g);
             async move {
                 let mut got = Vec::new();
                 loop {
-                    let reply = self.run(&REAP, &p, vec![s(p.clone()), i(now), i(batch as i64)]).await?;
-                    let claimed = sessions(&reply)?;
-                    let done = claimed.len() < batch;
-                    got.extend(claimed);
-                    if done || got.len() >= max {
-                        return Ok::<_, StoreError>(got);
+                    let claimed = match self.run(&REAP, &p, vec![s(p.clone()), i(now), i(batch as i64)]).await
+                    {
+                        Ok(reply) => sessions(&reply),
+                        Err(e) => Err(e),
+                    };
+                    match claimed {
+                        Ok(claimed) => {
+                            let done = claimed.len() < batch;
+                            got.extend(claimed);
+                            if done || got.len() >= max {
+                                return (got, None);
+                            }
+                        }
+                        Err(e) => return (got, Some(e)),
                     }
                 }
             }
         });
-        let mut out = Vec::new();
-        for claimed in futures::future::join_all(calls).await {
-            out.extend(claimed?);
+        let (mut out, mut failed, mut last_error) = (Vec::new(), 0, None);
+        for (claimed, error) in futures::future::join_all(calls).await {
+            out.extend(claimed);
+            if let Some(e) = error {
+                failed += 1;
+                last_error = Some(e);
+            }
         }
-        Ok(out)
+        match last_error {
+            // Nothing got through at all: the store is down; say so.
+            Some(e) if failed == GROUPS as usize && out.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(groups = failed, error = %e, "reaper: some groups failed this sweep; they are retried on the next");
+                Ok(out)
+            }
+            None => Ok(out),
+        }
     }
 
     async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError> {
