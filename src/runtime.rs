@@ -77,24 +77,37 @@ impl RuntimeConfig {
     }
 
     /// Apply an RFC 7396 merge patch from `admin`: validated, saved, applied.
+    /// The patch goes on top of the latest saved overrides (another replica's
+    /// change is never lost): the save is a compare-and-set on the version,
+    /// retried after reloading.
     pub async fn patch(&self, admin: &str, patch: &Value) -> Result<Value, PatchError> {
-        let mut current = self.current.lock().await;
-        let (overrides, effective) =
-            runtime::patch(&self.file, &current.overrides, patch).map_err(PatchError::Invalid)?;
-        let policies = ratelimit::policies(&effective.rate_limit, self.routes).map_err(|e| {
-            PatchError::Invalid(vec![FieldError { path: "rate_limit".into(), message: e.to_string() }])
-        })?;
-        let version = self.store.save(&overrides).await?;
-        self.apply(&effective, policies);
-        *current = Current { version, overrides, effective };
-        self.events.config_changed("api", Some(admin), patch);
-        Ok(runtime::document(&current.effective))
+        for _ in 0..5 {
+            let latest = self.store.load().await?;
+            self.adopt(latest.version, latest.overrides, "replica").await;
+            let mut current = self.current.lock().await;
+            let (overrides, effective) =
+                runtime::patch(&self.file, &current.overrides, patch).map_err(PatchError::Invalid)?;
+            let policies = ratelimit::policies(&effective.rate_limit, self.routes).map_err(|e| {
+                PatchError::Invalid(vec![FieldError { path: "rate_limit".into(), message: e.to_string() }])
+            })?;
+            let Some(version) = self.store.save(&overrides, current.version).await? else {
+                continue; // someone saved meanwhile: reload and try again
+            };
+            self.apply(&effective, policies);
+            *current = Current { version, overrides, effective };
+            self.events.config_changed("api", Some(admin), patch);
+            return Ok(runtime::document(&current.effective));
+        }
+        Err(PatchError::Store(StoreError::Unavailable(
+            "runtime config kept changing under this PATCH".into(),
+        )))
     }
 
     /// Take saved overrides from elsewhere (start-up, another replica).
     async fn adopt(&self, version: u64, overrides: Value, source: &'static str) {
         let mut current = self.current.lock().await;
-        if version == current.version {
+        // Only forward: a load that raced a local PATCH must not undo it.
+        if version <= current.version {
             return;
         }
         let applied = runtime::apply(&self.file, &overrides).map_err(|errors| {
@@ -132,7 +145,7 @@ impl RuntimeConfig {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     if let Ok(saved) = self.store.load().await
-                        && saved.version != self.current.lock().await.version
+                        && saved.version > self.current.lock().await.version
                     {
                         self.adopt(saved.version, saved.overrides, "replica").await;
                     }

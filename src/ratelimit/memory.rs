@@ -100,7 +100,15 @@ impl LimiterBackend for MemoryLimiter {
         Ok((spend, results))
     }
 
-    async fn acquire(&self, principal: &str, policy: &WindowCheck) -> Result<Option<u64>, LimiterError> {
+    /// In process, a slot is a count: the guard always gives it back (a
+    /// crash takes the counts with it), so tokens and deadlines are not needed.
+    async fn acquire(
+        &self,
+        principal: &str,
+        policy: &WindowCheck,
+        _token: u64,
+        _now: Millis,
+    ) -> Result<Option<u64>, LimiterError> {
         let mut shard = self.shard(principal).lock();
         let state = shard.state(principal);
         let n = match state.in_flight.iter_mut().find(|(i, _)| *i == policy.index) {
@@ -117,7 +125,7 @@ impl LimiterBackend for MemoryLimiter {
         Ok(Some(*n))
     }
 
-    async fn release(&self, principal: &str, policy: &WindowCheck) {
+    async fn release(&self, principal: &str, policy: &WindowCheck, _token: u64) {
         let mut shard = self.shard(principal).lock();
         if let Some(state) = shard.0.get_mut(principal) {
             if let Some((_, n)) = state.in_flight.iter_mut().find(|(i, _)| *i == policy.index) {

@@ -131,11 +131,17 @@ pub trait LimiterBackend: Send + Sync + 'static {
         now: Millis,
     ) -> Result<(bool, Vec<WindowResult>), LimiterError>;
 
-    /// Take an in-flight slot if fewer than `limit` are taken; returns the
-    /// count after taking, or `None` when full.
-    async fn acquire(&self, principal: &str, policy: &WindowCheck) -> Result<Option<u64>, LimiterError>;
+    /// Take an in-flight slot, named `token`, if fewer than `limit` are
+    /// taken; returns the count after taking, or `None` when full.
+    async fn acquire(
+        &self,
+        principal: &str,
+        policy: &WindowCheck,
+        token: u64,
+        now: Millis,
+    ) -> Result<Option<u64>, LimiterError>;
 
-    async fn release(&self, principal: &str, policy: &WindowCheck);
+    async fn release(&self, principal: &str, policy: &WindowCheck, token: u64);
 
     /// Forget counters idle for more than their window (memory only).
     async fn sweep(&self, _now: Millis) {}
@@ -156,6 +162,8 @@ pub enum Decision {
 pub struct ConcurrencyGuard {
     backend: Arc<dyn LimiterBackend>,
     principal: Arc<str>,
+    /// This request's slot name, the same in every policy it holds.
+    token: u64,
     held: Vec<WindowCheck>,
 }
 
@@ -164,9 +172,10 @@ impl Drop for ConcurrencyGuard {
         let backend = self.backend.clone();
         let principal = self.principal.clone();
         let held = std::mem::take(&mut self.held);
+        let token = self.token;
         let release = async move {
             for p in &held {
-                backend.release(&principal, p).await;
+                backend.release(&principal, p, token).await;
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -249,11 +258,12 @@ impl RateLimiter {
         let mut guard = ConcurrencyGuard {
             backend: self.backend.clone(),
             principal: principal.id.clone(),
+            token: rand::random(),
             held: Vec::new(),
         };
         let mut blocked = false;
         for (p, c) in applicable.iter().filter(|(p, _)| p.kind == PolicyKind::Concurrency) {
-            match self.backend.acquire(&principal.id, c).await {
+            match self.backend.acquire(&principal.id, c, guard.token, now).await {
                 Ok(Some(in_flight)) => {
                     guard.held.push(c.clone());
                     self.events.ratelimit_decision(&p.name, "allowed");

@@ -1,9 +1,13 @@
 //! The client-IP key for the per-IP GCRA layer (tower-governor).
 //!
 //! The address is the socket's peer, unless that peer is a configured trusted
-//! proxy: then the right-most address of `X-Forwarded-For` that is not itself
-//! a trusted proxy (a client can prepend anything, but not append past the
-//! proxy that appended its real address).
+//! proxy: then the right-most address of `X-Forwarded-For` (all its header
+//! lines, in order) that is not itself a trusted proxy — a client can prepend
+//! anything, but not append past the proxy that appended its real address.
+//! An entry that is not an address (`unknown`, garbage) ends the walk and the
+//! peer is used: skipping it would hand the choice to what the client wrote.
+//! Ports (`1.2.3.4:5678`, `[::1]:80`) are stripped. IPv6 clients are keyed by
+//! their /64, the smallest block one subscriber usually holds.
 
 use axum::extract::ConnectInfo;
 use http::Request;
@@ -27,17 +31,44 @@ impl ClientIp {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client address of a request from `peer` with these headers.
-    pub fn resolve(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+    /// The client of a request from `peer` with these `X-Forwarded-For`
+    /// header lines (in order), as the limiter's key.
+    pub fn resolve<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    ) -> IpAddr {
+        key(self.client(peer, forwarded_for))
+    }
+
+    fn client<'a>(&self, peer: IpAddr, forwarded_for: impl DoubleEndedIterator<Item = &'a str>) -> IpAddr {
         if !self.is_trusted(peer) {
             return peer;
         }
-        forwarded_for
-            .into_iter()
-            .flat_map(|v| v.rsplit(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .find(|ip| !self.is_trusted(*ip))
-            .unwrap_or(peer)
+        for entry in forwarded_for.rev().flat_map(|line| line.rsplit(',')) {
+            match parse_entry(entry.trim()) {
+                Some(ip) if self.is_trusted(ip) => continue,
+                Some(ip) => return ip,
+                None => return peer,
+            }
+        }
+        peer
+    }
+}
+
+/// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:80`; anything else is `None`.
+fn parse_entry(s: &str) -> Option<IpAddr> {
+    s.parse::<IpAddr>().ok().or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// IPv6 by /64, IPv4 (and IPv4-mapped IPv6) as is.
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !0xFFFF_FFFF_FFFF_FFFF)),
+        },
+        v4 => v4,
     }
 }
 
@@ -50,8 +81,13 @@ impl KeyExtractor for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .ok_or(GovernorError::UnableToExtractKey)?;
-        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        Ok(self.resolve(peer, forwarded))
+        let lines: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("invalid"))
+            .collect();
+        Ok(self.resolve(peer, lines.into_iter()))
     }
 }
 
@@ -64,14 +100,22 @@ mod tests {
         let c = ClientIp::new(&["10.0.0.0/8".parse().unwrap()]);
         let client: IpAddr = "203.0.113.7".parse().unwrap();
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let r = |peer, lines: &[&str]| c.resolve(peer, lines.iter().copied());
+        assert_eq!(r(client, &["198.51.100.1"]), client, "untrusted peers cannot claim an address");
+        assert_eq!(r(proxy, &["198.51.100.1, 203.0.113.7"]), client, "right-most untrusted");
+        assert_eq!(r(proxy, &["203.0.113.7, 10.9.9.9"]), client, "trusted hops are skipped");
         assert_eq!(
-            c.resolve(client, Some("198.51.100.1")),
+            r(proxy, &["198.51.100.1", "203.0.113.7"]),
             client,
-            "untrusted peers cannot claim an address"
+            "the last header line is the nearest hop"
         );
-        assert_eq!(c.resolve(proxy, Some("198.51.100.1, 203.0.113.7")), client, "right-most untrusted");
-        assert_eq!(c.resolve(proxy, Some("203.0.113.7, 10.9.9.9")), client, "trusted hops are skipped");
-        assert_eq!(c.resolve(proxy, None), proxy);
-        assert_eq!(c.resolve(proxy, Some("garbage")), proxy);
+        assert_eq!(r(proxy, &["203.0.113.7:51234"]), client, "ports are stripped");
+        assert_eq!(r(proxy, &[]), proxy);
+        assert_eq!(r(proxy, &["garbage"]), proxy);
+        // The proxy appended something unparseable: the client's own prefix must not win.
+        assert_eq!(r(proxy, &["198.51.100.99, unknown"]), proxy, "an unparseable entry ends the walk");
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        assert_eq!(r(a, &[]), r(b, &[]), "one /64, one bucket");
     }
 }

@@ -1,7 +1,7 @@
 //! Counters in Redis, shared by every replica: one Lua script per request for
 //! all the windows that apply (EVALSHA, reloaded on NOSCRIPT), and one key per
 //! principal (`{p:<principal>}` hash tag: one slot in a Cluster), expiring
-//! when idle. Concurrency slots live in a second key of the same tag.
+//! when idle. Concurrency slots live in sorted sets of the same tag.
 
 use super::window::Counter;
 use super::{LimiterBackend, LimiterError, WindowCheck, WindowResult};
@@ -14,23 +14,17 @@ use std::time::Duration;
 
 static WINDOWS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("window.lua")));
 
-/// Take a slot if fewer than ARGV[2] are taken; the key expires after ARGV[3]
-/// ms so a replica that dies mid-request cannot hold slots for ever.
+/// Slots are the members of a sorted set, one per request, scored by a
+/// deadline: a slot whose holder never gave it back (a lost reply, a crashed
+/// replica) lapses at its own deadline even while the principal stays busy.
+/// ARGV: now, deadline, limit, token, key TTL.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"local n = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-          if n >= tonumber(ARGV[2]) then return -1 end
-          n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-          redis.call('PEXPIRE', KEYS[1], ARGV[3])
-          return n",
-    )
-});
-
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-          if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-          return n",
+        r"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+          if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+          redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+          redis.call('PEXPIRE', KEYS[1], ARGV[5])
+          return redis.call('ZCARD', KEYS[1])",
     )
 });
 
@@ -47,6 +41,11 @@ impl RedisLimiter {
 
     fn key(&self, kind: &str, principal: &str) -> String {
         format!("{}:{kind}:{{p:{principal}}}", self.redis.prefix())
+    }
+
+    /// One sorted set per (principal, policy), in the principal's slot.
+    fn slot_key(&self, principal: &str, policy: &WindowCheck) -> String {
+        format!("{}:{}", self.key("cc", principal), policy.name)
     }
 }
 
@@ -86,24 +85,28 @@ impl LimiterBackend for RedisLimiter {
         Ok((out[0] == 1, results))
     }
 
-    async fn acquire(&self, principal: &str, policy: &WindowCheck) -> Result<Option<u64>, LimiterError> {
-        let args = [
-            policy.name.as_bytes().to_vec(),
-            policy.limit.to_string().into_bytes(),
-            self.slot_ttl.as_millis().to_string().into_bytes(),
-        ];
-        let key = self.key("cc", principal);
+    async fn acquire(
+        &self,
+        principal: &str,
+        policy: &WindowCheck,
+        token: u64,
+        now: Millis,
+    ) -> Result<Option<u64>, LimiterError> {
+        let ttl = self.slot_ttl.as_millis() as i64;
+        let num = |n: i64| n.to_string().into_bytes();
+        let args =
+            [num(now), num(now + ttl), num(policy.limit as i64), token.to_string().into_bytes(), num(ttl)];
+        let key = self.slot_key(principal, policy);
         let n: i64 =
             self.redis.script(&ACQUIRE, &[&key], &args).await.map_err(|e| LimiterError(e.to_string()))?;
         Ok((n >= 0).then_some(n as u64))
     }
 
-    async fn release(&self, principal: &str, policy: &WindowCheck) {
-        let key = self.key("cc", principal);
-        let args = [policy.name.as_bytes().to_vec()];
-        if let Err(e) = self.redis.script::<i64>(&RELEASE, &[&key], &args).await {
-            // The slot key expires by itself; nothing leaks for long.
-            tracing::debug!(error = %e, "could not release a concurrency slot; it will expire");
+    async fn release(&self, principal: &str, policy: &WindowCheck, token: u64) {
+        let key = self.slot_key(principal, policy);
+        if let Err(e) = self.redis.cmd::<i64>(redis::cmd("ZREM").arg(&key).arg(token.to_string())).await {
+            // The slot lapses at its deadline; nothing is held for long.
+            tracing::debug!(error = %e, "could not release a concurrency slot; it will lapse");
         }
     }
 }

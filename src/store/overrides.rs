@@ -19,8 +19,9 @@ pub struct Saved {
 #[async_trait]
 pub trait OverridesStore: Send + Sync + 'static {
     async fn load(&self) -> Result<Saved, StoreError>;
-    /// Save and return the new version.
-    async fn save(&self, overrides: &Value) -> Result<u64, StoreError>;
+    /// Save if the saved version is still `expected`; the new version, or
+    /// `None` when another writer got there first (reload and retry).
+    async fn save(&self, overrides: &Value, expected: u64) -> Result<Option<u64>, StoreError>;
     /// Whether other processes may change it (then it is watched).
     fn shared(&self) -> bool;
 }
@@ -39,11 +40,14 @@ impl OverridesStore for InProcess {
             .unwrap_or(Saved { version: 0, overrides: Value::Object(Default::default()) }))
     }
 
-    async fn save(&self, overrides: &Value) -> Result<u64, StoreError> {
+    async fn save(&self, overrides: &Value, expected: u64) -> Result<Option<u64>, StoreError> {
         let mut g = self.0.lock();
-        let version = g.as_ref().map_or(0, |s| s.version) + 1;
-        *g = Some(Saved { version, overrides: overrides.clone() });
-        Ok(version)
+        let current = g.as_ref().map_or(0, |s| s.version);
+        if current != expected {
+            return Ok(None);
+        }
+        *g = Some(Saved { version: current + 1, overrides: overrides.clone() });
+        Ok(Some(current + 1))
     }
 
     fn shared(&self) -> bool {
@@ -75,8 +79,13 @@ impl OverridesStore for File {
         }
     }
 
-    async fn save(&self, overrides: &Value) -> Result<u64, StoreError> {
-        let version = self.load().await.map(|s| s.version).unwrap_or(0) + 1;
+    async fn save(&self, overrides: &Value, expected: u64) -> Result<Option<u64>, StoreError> {
+        // One process writes this file (the memory backend is single-process).
+        let current = self.load().await.map(|s| s.version).unwrap_or(0);
+        if current != expected {
+            return Ok(None);
+        }
+        let version = current + 1;
         let body = serde_json::to_vec_pretty(&OnDisk { version, overrides: overrides.clone() })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let path = self.path.clone();
@@ -84,7 +93,7 @@ impl OverridesStore for File {
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.path.display())))?;
-        Ok(version)
+        Ok(Some(version))
     }
 
     fn shared(&self) -> bool {
@@ -143,14 +152,20 @@ impl OverridesStore for InRedis {
         Ok(Saved { version: v.unwrap_or(0), overrides })
     }
 
-    async fn save(&self, overrides: &Value) -> Result<u64, StoreError> {
+    async fn save(&self, overrides: &Value, expected: u64) -> Result<Option<u64>, StoreError> {
+        // Compare-and-set on the version: two replicas' PATCHes never overwrite each other.
         static SAVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
             redis::Script::new(
-                "local v = redis.call('HINCRBY', KEYS[1], 'v', 1) redis.call('HSET', KEYS[1], 'doc', ARGV[1]) return v",
+                "if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[2]) then return -1 end
+                 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
+                 redis.call('HSET', KEYS[1], 'doc', ARGV[1])
+                 return v",
             )
         });
         let key = self.key();
-        self.redis.script(&SAVE, &[&key], &[overrides.to_string().into_bytes()]).await.map_err(unavailable)
+        let args = [overrides.to_string().into_bytes(), expected.to_string().into_bytes()];
+        let v: i64 = self.redis.script(&SAVE, &[&key], &args).await.map_err(unavailable)?;
+        Ok((v >= 0).then_some(v as u64))
     }
 
     fn shared(&self) -> bool {

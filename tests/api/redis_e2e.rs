@@ -350,3 +350,36 @@ async fn short_windows_never_expire_a_long_windows_counters() {
     let ttl: i64 = conn.cmd(redis::cmd("PTTL").arg("ttl:rl:{p:alice}")).await.unwrap();
     assert!(ttl > 86_400_000, "the daily window's counters still live for two days: {ttl} ms");
 }
+
+/// A slot whose holder never gave it back lapses at its deadline, even while
+/// the principal keeps making requests; a released slot is free at once.
+#[tokio::test]
+async fn a_leaked_concurrency_slot_lapses_at_its_deadline() {
+    use sessiongate::ratelimit::{LimiterBackend, WindowCheck, redis::RedisLimiter};
+    let redis = RedisServer::start();
+    let config = crate::store_suite::redis_config(vec![redis.url()], "slots");
+    let events = std::sync::Arc::new(sessiongate::telemetry::Events::new(std::sync::Arc::new(
+        sessiongate::telemetry::Metrics::new(),
+    )));
+    let conn = std::sync::Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
+    let limiter = RedisLimiter::new(conn, Duration::from_secs(60));
+    let policy = WindowCheck {
+        index: 0,
+        name: std::sync::Arc::from("in-flight"),
+        limit: 1,
+        window_ms: 0,
+        enforce: true,
+    };
+    assert_eq!(limiter.acquire("bob", &policy, 1, T0).await.unwrap(), Some(1));
+    assert_eq!(limiter.acquire("bob", &policy, 2, T0 + 1_000).await.unwrap(), None, "full");
+    limiter.release("bob", &policy, 1).await;
+    assert_eq!(limiter.acquire("bob", &policy, 3, T0 + 2_000).await.unwrap(), Some(1), "released at once");
+    // Token 3 is never released (a crashed replica): busy retries are refused
+    // until its deadline, then admitted.
+    assert_eq!(limiter.acquire("bob", &policy, 4, T0 + 30_000).await.unwrap(), None);
+    assert_eq!(
+        limiter.acquire("bob", &policy, 5, T0 + 62_001).await.unwrap(),
+        Some(1),
+        "lapsed at its deadline"
+    );
+}

@@ -116,3 +116,29 @@ async fn overrides_persist_to_the_file_and_win_at_start_up() {
     assert_eq!(doc["sessions"]["max_per_user"], 4, "saved overrides win over the file");
     assert_eq!(second.metric(r#"sessiongate_config_changes_total{source="startup"}"#).await, Some(1.0));
 }
+
+#[tokio::test]
+async fn patches_on_two_replicas_at_once_both_survive() {
+    let redis = crate::redis_server::RedisServer::start();
+    let cfg = format!(
+        "{CAP_1}\n[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"cas\"",
+        redis.url()
+    );
+    let a = spawn_app_with(&cfg).await;
+    let b = spawn_app_with(&cfg).await;
+    // Faster than B's 500 ms poll: B has not seen A's change when it patches.
+    assert_eq!(patch(&a, json!({"sessions": {"max_per_user": 20}})).await.status(), StatusCode::OK);
+    let r = patch(&b, json!({"sessions": {"idle_ttl": "5m"}})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["sessions"]["max_per_user"], 20, "A's change was not lost");
+    assert_eq!(doc["sessions"]["idle_ttl"], "5m");
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || async {
+            let d: Value = a.get(&admin_token("oncall"), "/v1/admin/config").await.json().await.unwrap();
+            d["sessions"]["idle_ttl"] == "5m" && d["sessions"]["max_per_user"] == 20
+        })
+        .await,
+        "A converges on both"
+    );
+}
