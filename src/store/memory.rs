@@ -119,6 +119,9 @@ impl Shard {
         self.expiry.insert((session.expires_at, session.id));
         *self.by_tool_set.entry(session.tool_set.clone()).or_default() += 1;
         if let Some(entry) = self.users.get_mut(&*session.user_id) {
+            // Exact growth: most users hold a few sessions, and a first push
+            // would otherwise reserve room for four (48 bytes wasted per user).
+            entry.sessions.reserve_exact(1);
             entry.sessions.push(session.id);
         }
     }
