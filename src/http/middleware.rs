@@ -111,19 +111,28 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
     let status = status.as_u16();
     if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
         tracing::error!(
-            request_id = %request_id, http.request.method = method, http.route = %route,
+            request_id = request_id.as_str(), http.request.method = method, http.route = route.as_str(),
             http.response.status_code = status, duration_ms, principal, error = %cause,
             "request failed"
         );
     } else if route.starts_with("/v1/") || status >= 400 {
         tracing::info!(
-            request_id = %request_id, http.request.method = method, http.route = %route,
-            http.response.status_code = status, duration_ms, principal, "request"
+            request_id = request_id.as_str(),
+            http.request.method = method,
+            http.route = route.as_str(),
+            http.response.status_code = status,
+            duration_ms,
+            principal,
+            "request"
         );
     } else {
         tracing::debug!(
-            request_id = %request_id, http.request.method = method, http.route = %route,
-            http.response.status_code = status, duration_ms, "request"
+            request_id = request_id.as_str(),
+            http.request.method = method,
+            http.route = route.as_str(),
+            http.response.status_code = status,
+            duration_ms,
+            "request"
         );
     }
     response
