@@ -125,7 +125,11 @@ impl LimiterBackend for MemoryLimiter {
         Ok(Some(*n))
     }
 
-    async fn release(&self, principal: &str, policy: &WindowCheck, _token: u64) {
+    async fn release(&self, principal: &str, policy: &WindowCheck, token: u64) {
+        self.release_now(principal, policy, token);
+    }
+
+    fn release_now(&self, principal: &str, policy: &WindowCheck, _token: u64) -> bool {
         let mut shard = self.shard(principal).lock();
         if let Some(state) = shard.0.get_mut(principal) {
             if let Some((_, n)) = state.in_flight.iter_mut().find(|(i, _)| *i == policy.index) {
@@ -133,6 +137,7 @@ impl LimiterBackend for MemoryLimiter {
             }
             state.in_flight.retain(|(_, n)| *n > 0);
         }
+        true
     }
 
     async fn sweep(&self, now: Millis) {

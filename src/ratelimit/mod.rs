@@ -143,6 +143,13 @@ pub trait LimiterBackend: Send + Sync + 'static {
 
     async fn release(&self, principal: &str, policy: &WindowCheck, token: u64);
 
+    /// Release without waiting, when the backend can (in process): then a
+    /// client's next request, sent the instant a response arrives, finds its
+    /// slot free. Returns false when the release must go through `release`.
+    fn release_now(&self, _principal: &str, _policy: &WindowCheck, _token: u64) -> bool {
+        false
+    }
+
     /// Forget counters idle for more than their window (memory only).
     async fn sweep(&self, _now: Millis) {}
 }
@@ -171,8 +178,12 @@ impl Drop for ConcurrencyGuard {
     fn drop(&mut self) {
         let backend = self.backend.clone();
         let principal = self.principal.clone();
-        let held = std::mem::take(&mut self.held);
         let token = self.token;
+        self.held.retain(|p| !self.backend.release_now(&self.principal, p, token));
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
         let release = async move {
             for p in &held {
                 backend.release(&principal, p, token).await;

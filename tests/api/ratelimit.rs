@@ -320,3 +320,19 @@ async fn the_default_configuration_limits_session_creation() {
     }
     assert_eq!(created, 30);
 }
+
+#[tokio::test]
+async fn back_to_back_requests_find_their_slot_free() {
+    let app = spawn_app_with(
+        "[[rate_limit.policies]]\nname = \"one-at-a-time\"\nkind = \"concurrency\"\nlimit = 1\n\
+         routes = [\"POST /v1/sessions/{id}/queries\"]",
+    )
+    .await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
+    // Each request is sent the instant the previous response arrives.
+    for n in 0..20 {
+        assert_eq!(app.post(&alice, &q, json!({"input": "x"})).await.status(), StatusCode::OK, "request {n}");
+    }
+}
