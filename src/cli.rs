@@ -121,9 +121,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.config.as_deref())?;
-    // Dropped when serving ends: buffered log lines are flushed then.
-    let _log_guard = crate::telemetry::init_logging(&config.telemetry);
-    let app = Application::build(config, BuildOptions { production: args.production, clock: None }).await?;
+    // Shut down when serving ends: buffered spans and log lines are flushed then.
+    let telemetry = crate::telemetry::init(&config.telemetry)?;
+    let app =
+        match Application::build(config, BuildOptions { production: args.production, clock: None }).await {
+            Ok(app) => app,
+            Err(e) => {
+                telemetry.shutdown().await;
+                return Err(e);
+            }
+        };
     let addr = app.local_addr();
     if let Some(dev) = app.dev_credentials() {
         tracing::warn!(
@@ -140,8 +147,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             dev.admin_token
         );
     }
-    tracing::info!(event = "listening", %addr, store = app.config().store.backend_name(), "sessiongate listening");
-    app.run_until_stopped(shutdown_signal()).await
+    tracing::info!(
+        event = "listening", %addr, store = app.config().store.backend_name(),
+        trace_export = telemetry.exporting(), "sessiongate listening"
+    );
+    let result = app.run_until_stopped(shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

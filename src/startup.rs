@@ -98,7 +98,7 @@ impl Application {
         );
         let service = Arc::new(SessionService::new(ServiceParts {
             store,
-            agent: agent::build(&config.agent),
+            agent: agent::build(&config.agent).context("agent")?,
             clock,
             tool_sets,
             limits: Limits::from(&config.sessions),

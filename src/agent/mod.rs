@@ -1,12 +1,15 @@
 //! The agent that answers queries, behind one trait.
 //!
-//! `echo` is deterministic (with optional simulated latency for load tests).
+//! `echo` is deterministic (with optional simulated latency for load tests);
+//! `http` POSTs the query to an upstream service.
 //! The agent sees a query and its session context; it knows nothing of stores,
 //! HTTP routing or how sessions are kept.
 
 mod echo;
+mod http;
 
 pub use echo::EchoAgent;
+pub use http::{HttpAgent, MAX_REPLY_BYTES};
 
 use crate::config::{AgentConfig, AgentKind};
 use async_trait::async_trait;
@@ -51,8 +54,9 @@ pub trait Agent: Send + Sync + 'static {
     async fn run(&self, request: AgentRequest) -> Result<AgentReply, AgentError>;
 }
 
-pub fn build(config: &AgentConfig) -> Arc<dyn Agent> {
-    match config.kind {
+pub fn build(config: &AgentConfig) -> anyhow::Result<Arc<dyn Agent>> {
+    Ok(match config.kind {
         AgentKind::Echo => Arc::new(EchoAgent::new(config.echo_latency)),
-    }
+        AgentKind::Http => Arc::new(HttpAgent::new(&config.url, config.timeout)?),
+    })
 }

@@ -331,6 +331,7 @@ pub struct OverrideConfig {
 #[serde(rename_all = "snake_case")]
 pub enum AgentKind {
     Echo,
+    Http,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -340,13 +341,21 @@ pub struct AgentConfig {
     /// Echo only: simulated work per query, for load tests.
     #[serde(with = "duration")]
     pub echo_latency: Duration,
+    /// Http only: where queries are POSTed (`http://` or `https://`).
+    pub url: String,
+    /// Bounds every agent call, whatever the kind.
     #[serde(with = "duration")]
     pub timeout: Duration,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        Self { kind: AgentKind::Echo, echo_latency: Duration::ZERO, timeout: Duration::from_secs(30) }
+        Self {
+            kind: AgentKind::Echo,
+            echo_latency: Duration::ZERO,
+            url: String::new(),
+            timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -509,6 +518,14 @@ impl Config {
             );
         }
         check(self.agent.timeout >= Duration::from_millis(1), "agent.timeout: must be at least 1ms");
+        if self.agent.kind == AgentKind::Http {
+            check(
+                url::Url::parse(&self.agent.url).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty()
+                }),
+                "agent.url: must be an http:// or https:// URL (without credentials) when agent.kind = \"http\"",
+            );
+        }
         let st = &self.store;
         check(
             is_valid_name(&st.key_prefix),

@@ -8,6 +8,7 @@
 use super::AppState;
 use super::problem::{PROBLEM_JSON, PendingProblem, Problem, ServerFault};
 use crate::auth::Principal;
+use crate::telemetry::RequestContext;
 use crate::telemetry::catalog::{self, values};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -15,8 +16,9 @@ use axum::http::{HeaderValue, Method, Response, header};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use metrics::Label;
+use std::sync::Arc;
 use std::time::Instant;
-use tracing::Instrument;
+use tracing::{Instrument, field};
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -61,89 +63,114 @@ fn method_label(m: &Method) -> &'static str {
 
 pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
     let started = Instant::now();
-    let request_id = accept_request_id(req.headers().get(REQUEST_ID));
+    let request_id: Arc<str> = Arc::from(accept_request_id(req.headers().get(REQUEST_ID)));
     let method = method_label(req.method());
-    let route: String = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| values::UNMATCHED_ROUTE.to_string());
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let matched = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let route = matched.clone().unwrap_or_else(|| values::UNMATCHED_ROUTE.to_string());
+    req.extensions_mut().insert(RequestId(request_id.to_string()));
 
-    let metrics = state.metrics.clone();
-    let active =
-        metrics.gauge(catalog::HTTP_SERVER_ACTIVE_REQUESTS, vec![Label::new("http_request_method", method)]);
-    active.increment(1.0);
+    // Recorded only when spans are exported (see `telemetry::otel`); otherwise
+    // disabled, and every use of it below costs nothing.
     let span = tracing::info_span!(
         "request",
-        otel.name = %format_args!("{method} {route}"),
+        otel.name = %match &matched { Some(r) => format!("{method} {r}"), None => method.to_string() },
+        otel.kind = "server",
+        otel.status_code = field::Empty,
         http.request.method = method,
-        http.route = %route,
-        request_id = %request_id,
+        http.route = matched.as_deref(),
+        url.path = req.uri().path(),
+        url.scheme = "http",
+        network.protocol.version = ?req.version(),
+        user_agent.original = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        http.response.status_code = field::Empty,
+        error.type = field::Empty,
     );
-    let mut response = next.run(req).instrument(span).await;
-    active.decrement(1.0);
+    let context = RequestContext::for_request(request_id, req.headers(), &span);
+    let trace_id = context.trace_id.to_string();
+    let request_id = context.request_id.clone();
+    context
+        .scope(async move {
+            let metrics = state.metrics.clone();
+            let active = metrics
+                .gauge(catalog::HTTP_SERVER_ACTIVE_REQUESTS, vec![Label::new("http_request_method", method)]);
+            active.increment(1.0);
+            let mut response = next.run(req).instrument(span.clone()).await;
+            active.decrement(1.0);
 
-    let status = response.status();
-    if let Some(PendingProblem(problem)) = response.extensions_mut().remove::<PendingProblem>() {
-        response = render_problem(problem, &request_id, response);
-    } else if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {
-        response = render_problem(Problem::for_status(status), &request_id, response);
-    }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
+            let status = response.status();
+            if let Some(PendingProblem(problem)) = response.extensions_mut().remove::<PendingProblem>() {
+                response = render_problem(problem, &request_id, &trace_id, response);
+            } else if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {
+                response = render_problem(Problem::for_status(status), &request_id, &trace_id, response);
+            }
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, v);
+            }
 
-    let elapsed = started.elapsed();
-    metrics
-        .histogram(
-            catalog::HTTP_SERVER_REQUEST_DURATION,
-            vec![
-                Label::new("http_request_method", method),
-                Label::new("http_route", route.clone()),
-                Label::new("http_response_status_code", status.as_u16().to_string()),
-            ],
-        )
-        .record(elapsed.as_secs_f64());
+            span.record("http.response.status_code", i64::from(status.as_u16()));
+            if status.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", status.as_str());
+            }
 
-    let principal = response.extensions().get::<PrincipalKind>().map_or("none", |p| p.0);
-    let duration_ms = elapsed.as_secs_f64() * 1000.0;
-    let status = status.as_u16();
-    if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
-        tracing::error!(
-            request_id = request_id.as_str(), http.request.method = method, http.route = route.as_str(),
-            http.response.status_code = status, duration_ms, principal, error = %cause,
-            "request failed"
-        );
-    } else if route.starts_with("/v1/") || status >= 400 {
-        tracing::info!(
-            request_id = request_id.as_str(),
-            http.request.method = method,
-            http.route = route.as_str(),
-            http.response.status_code = status,
-            duration_ms,
-            principal,
-            "request"
-        );
-    } else {
-        tracing::debug!(
-            request_id = request_id.as_str(),
-            http.request.method = method,
-            http.route = route.as_str(),
-            http.response.status_code = status,
-            duration_ms,
-            "request"
-        );
-    }
-    response
+            let elapsed = started.elapsed();
+            metrics
+                .histogram(
+                    catalog::HTTP_SERVER_REQUEST_DURATION,
+                    vec![
+                        Label::new("http_request_method", method),
+                        Label::new("http_route", route.clone()),
+                        Label::new("http_response_status_code", status.as_u16().to_string()),
+                    ],
+                )
+                .record(elapsed.as_secs_f64());
+
+            // One line per request; `request_id`, `trace_id` and `span_id` come
+            // from the request context.
+            let principal = response.extensions().get::<PrincipalKind>().map_or("none", |p| p.0);
+            let duration_ms = elapsed.as_secs_f64() * 1000.0;
+            let status = status.as_u16();
+            if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
+                tracing::error!(
+                    http.request.method = method, http.route = route.as_str(),
+                    http.response.status_code = status, duration_ms, principal, error = %cause,
+                    "request failed"
+                );
+            } else if route.starts_with("/v1/") || status >= 400 {
+                tracing::info!(
+                    http.request.method = method,
+                    http.route = route.as_str(),
+                    http.response.status_code = status,
+                    duration_ms,
+                    principal,
+                    "request"
+                );
+            } else {
+                tracing::debug!(
+                    http.request.method = method,
+                    http.route = route.as_str(),
+                    http.response.status_code = status,
+                    duration_ms,
+                    "request"
+                );
+            }
+            response
+        })
+        .await
 }
 
 fn is_problem(response: &Response<Body>) -> bool {
     response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes())
 }
 
-fn render_problem(mut problem: Problem, request_id: &str, original: Response<Body>) -> Response<Body> {
+fn render_problem(
+    mut problem: Problem,
+    request_id: &str,
+    trace_id: &str,
+    original: Response<Body>,
+) -> Response<Body> {
     problem.request_id = request_id.to_string();
+    problem.trace_id = Some(trace_id.to_string());
     let (mut parts, _) = original.into_parts();
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -187,7 +214,19 @@ pub async fn limit_principal(State(state): State<AppState>, req: Request, next: 
     };
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
     let method = method_label(req.method());
-    match state.limiter.check(&principal, method, &route).await {
+    let span =
+        tracing::info_span!("ratelimit.check", otel.kind = "internal", ratelimit.decision = field::Empty);
+    let decision = state.limiter.check(&principal, method, &route).instrument(span.clone()).await;
+    span.record(
+        "ratelimit.decision",
+        match &decision {
+            Decision::Admitted { .. } => "admitted",
+            Decision::Limited { .. } => "limited",
+            Decision::StoreUnavailable => "store_unavailable",
+        },
+    );
+    drop(span);
+    match decision {
         Decision::Admitted { headers, guard } => {
             let mut response = next.run(req).await;
             drop(guard);

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Most sessions one reaper pass removes before yielding the shard locks.
 const REAP_BATCH: usize = 10_000;
@@ -209,10 +210,22 @@ impl SessionService {
             input,
         };
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.agent_timeout, self.agent.run(request)).await {
+        let span = tracing::info_span!(
+            "agent",
+            otel.name = "agent.query",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            sessiongate.tool_set = &*session.tool_set,
+            sessiongate.turn = i64::from(session.conversation_turns),
+        );
+        let call = tokio::time::timeout(self.agent_timeout, self.agent.run(request));
+        let result = match call.instrument(span.clone()).await {
             Ok(r) => r,
             Err(_) => Err(AgentError::Timeout(self.agent_timeout)),
         };
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         let elapsed = started.elapsed();
         let outcome = result.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
         self.events.agent_query(&session.tool_set, outcome, elapsed);

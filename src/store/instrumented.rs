@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 pub struct Instrumented {
     inner: Arc<dyn SessionStore>,
@@ -29,8 +30,28 @@ impl Instrumented {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
-        let result = call.await;
-        self.events.store_operation(self.inner.backend(), operation, started.elapsed(), result.is_ok());
+        let backend = self.inner.backend();
+        // A child span of the request's; background work (the reaper, stats)
+        // would only make one-span traces, so it gets none.
+        let result = if tracing::Span::current().is_disabled() {
+            call.await
+        } else {
+            let span = tracing::info_span!(
+                "store",
+                otel.name = %format_args!("store.{operation}"),
+                otel.kind = if backend == "redis" { "client" } else { "internal" },
+                otel.status_code = tracing::field::Empty,
+                db.system.name = if backend == "redis" { Some("redis") } else { None },
+                db.operation.name = operation,
+                sessiongate.store.backend = backend,
+            );
+            let result = call.instrument(span.clone()).await;
+            if result.is_err() {
+                span.record("otel.status_code", "ERROR");
+            }
+            result
+        };
+        self.events.store_operation(backend, operation, started.elapsed(), result.is_ok());
         result
     }
 }

@@ -5,46 +5,93 @@
 
 pub mod catalog;
 pub mod events;
+pub mod log_format;
 pub mod metrics;
+pub mod otel;
+pub mod trace_context;
 
 pub use events::Events;
 pub use metrics::Metrics;
+pub use trace_context::RequestContext;
 
 use crate::config::{LogFormat, TelemetryConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
-/// Flushes buffered log lines when dropped: hold it for the life of the process.
-pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+/// Hold it for the life of the process; `shutdown` flushes what is buffered:
+/// log lines, and spans when exporting.
+pub struct TelemetryGuard {
+    _log: Option<tracing_appender::non_blocking::WorkerGuard>,
+    tracer: Option<SdkTracerProvider>,
+}
 
-/// Install the process-wide log subscriber. `RUST_LOG`, when set, wins over
-/// `telemetry.log_level`. Safe to call more than once (later calls do nothing
-/// and return `None`).
+impl TelemetryGuard {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// Export buffered spans, then flush log lines.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.tracer {
+            otel::shutdown(provider).await;
+        }
+    }
+}
+
+/// Install the process-wide subscriber: the log layer, plus the OpenTelemetry
+/// layer when `OTEL_*` asks for export (see `otel`). `RUST_LOG`, when set, wins
+/// over `telemetry.log_level`. Must run inside the tokio runtime. A second call
+/// in the same process installs nothing and returns a guard that holds nothing.
 ///
 /// Two choices keep logging off the request's critical path (together 30% of
 /// a request's instructions in the callgrind profile noted in the README):
-/// the log layer sees only events — every line names its own fields
-/// (`request_id`, route, …) — so it never records span fields; and lines are
-/// written by a background thread (never dropped: a full buffer blocks).
-pub fn init_logging(config: &TelemetryConfig) -> Option<LogGuard> {
+/// the log layer sees only events — request ids and trace ids come from a
+/// task-local (`trace_context`), not from span fields — and lines are written
+/// by a background thread (never dropped: a full buffer blocks).
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{Layer, fmt};
 
+    let settings = otel::OtlpSettings::from_env(|k| std::env::var(k).ok())?;
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     let only_events = filter_fn(|meta| meta.is_event());
-    let (writer, guard) =
+    let (writer, log_guard) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
-    let layer = match config.log_format {
-        LogFormat::Json => fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(writer)
-            .with_filter(level.and(only_events))
-            .boxed(),
-        LogFormat::Pretty => fmt::layer().with_writer(writer).with_filter(level.and(only_events)).boxed(),
+    let style = match config.log_format {
+        LogFormat::Json => log_format::Style::Json,
+        LogFormat::Pretty => log_format::Style::Text,
     };
-    tracing_subscriber::registry().with(layer).try_init().ok().map(|_| guard)
+    let log_layer = fmt::layer()
+        .event_format(log_format::LineFormat(style))
+        .with_writer(writer)
+        .with_filter(level.and(only_events));
+
+    let provider = settings.as_ref().map(otel::build_provider).transpose()?;
+    let otel_layer = provider.as_ref().map(|provider| {
+        use opentelemetry::trace::TracerProvider as _;
+        // Our own spans only (client libraries' spans would be noise), and
+        // no events: the log layer has those.
+        let ours = filter_fn(|meta| meta.is_span() && meta.target().starts_with("sessiongate"));
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("sessiongate"))
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(ours)
+    });
+    let installed = tracing_subscriber::registry().with(log_layer).with(otel_layer).try_init().is_ok();
+    if !installed {
+        if let Some(p) = provider {
+            // Shutting down blocks; nothing was exported, so nobody waits.
+            std::thread::spawn(move || p.shutdown());
+        }
+        return Ok(TelemetryGuard { _log: None, tracer: None });
+    }
+    if provider.is_some() {
+        trace_context::mark_otel_enabled();
+    }
+    Ok(TelemetryGuard { _log: Some(log_guard), tracer: provider })
 }

@@ -71,7 +71,7 @@ fn merge_toml(base: &str, extra: &str) -> String {
 
 fn init_test_logging() {
     if std::env::var_os("TEST_LOG").is_some()
-        && let Some(guard) = sessiongate::telemetry::init_logging(&Default::default())
+        && let Ok(guard) = sessiongate::telemetry::init(&Default::default())
     {
         // Tests end by exiting; keep the writer alive to the end.
         std::mem::forget(guard);

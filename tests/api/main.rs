@@ -18,3 +18,5 @@ mod sessions;
 mod shutdown;
 mod store_model;
 mod store_suite;
+mod traces;
+mod workload;

@@ -4,6 +4,7 @@
 use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 #[tokio::test]
 async fn http_metrics_are_labelled_by_route_template_never_by_raw_path() {
@@ -169,4 +170,126 @@ fn the_readme_metrics_table_matches_the_catalog() {
     let mut want = expected.clone();
     want.sort();
     assert_eq!(got, want, "README table vs telemetry::catalog::CATALOG");
+}
+
+/// A workload that moves every series (on Redis, with both limit layers and
+/// an outage at the end); then every catalog metric is in the exposition,
+/// the moved series moved, no label carries an id, and `promtool check
+/// metrics` (Debian's prometheus package) finds nothing to say.
+#[tokio::test]
+async fn a_full_workload_exposes_every_catalog_metric_and_promtool_accepts_it() {
+    use crate::workload::Workload;
+    use sessiongate::telemetry::catalog::CATALOG;
+    let mut wl = Workload::start().await;
+    wl.round().await;
+    let expired = r#"sessiongate_sessions_ended_total{reason="expired"}"#;
+    assert!(
+        eventually(Duration::from_secs(10), || async { wl.app.metric(expired).await.unwrap_or(0.0) >= 1.0 })
+            .await,
+        "the reaper ended the idle sessions"
+    );
+    wl.break_the_store().await;
+    let down = r#"sessiongate_store_up{backend="redis"}"#;
+    assert!(eventually(Duration::from_secs(10), || async { wl.app.metric(down).await == Some(0.0) }).await);
+
+    let text = wl.app.metrics().await;
+    for def in CATALOG {
+        assert!(text.contains(&format!("# TYPE {} ", def.name)), "{} is not exposed", def.name);
+    }
+    for series in [
+        r#"sessiongate_sessions_created_total{tool_set="general"}"#,
+        r#"sessiongate_sessions_ended_total{reason="deleted"}"#,
+        r#"sessiongate_sessions_ended_total{reason="evicted"}"#,
+        r#"sessiongate_sessions_ended_total{reason="revoked"}"#,
+        r#"sessiongate_sessions_ended_total{reason="expired"}"#,
+        r#"sessiongate_session_lifetime_seconds_count{reason="expired"}"#,
+        r#"sessiongate_session_migrations_total{from_tool_set="general",to_tool_set="coding"}"#,
+        "sessiongate_session_heartbeats_total",
+        r#"sessiongate_session_limit_hits_total{action="rejected"}"#,
+        r#"sessiongate_session_limit_hits_total{action="evicted"}"#,
+        r#"sessiongate_agent_query_duration_seconds_count{tool_set="general",outcome="ok"}"#,
+        r#"sessiongate_auth_failures_total{reason="missing"}"#,
+        r#"sessiongate_auth_failures_total{reason="malformed"}"#,
+        r#"sessiongate_auth_failures_total{reason="bad_signature"}"#,
+        r#"sessiongate_auth_failures_total{reason="forbidden"}"#,
+        r#"sessiongate_ratelimit_decisions_total{policy="default",decision="allowed"}"#,
+        r#"sessiongate_ratelimit_decisions_total{policy="session-create",decision="limited"}"#,
+        r#"sessiongate_ratelimit_decisions_total{policy="catalog-shadow",decision="shadow_limited"}"#,
+        r#"sessiongate_ratelimit_decisions_total{policy="per_ip",decision="limited"}"#,
+        r#"sessiongate_ratelimit_store_errors_total{policy="default"}"#,
+        r#"sessiongate_store_errors_total{backend="redis",operation="list"}"#,
+        r#"sessiongate_store_operation_duration_seconds_count{backend="redis",operation="create"}"#,
+        r#"sessiongate_config_changes_total{source="api"}"#,
+        "sessiongate_reaper_last_sweep_timestamp_seconds",
+        r#"http_server_request_duration_seconds_count{http_request_method="POST",http_route="/v1/sessions",http_response_status_code="429"}"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="GET",http_route="/v1/sessions",http_response_status_code="503"}"#,
+    ] {
+        let value = text
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        assert!(value.is_some_and(|v| v > 0.0), "{series} did not move: {value:?}");
+    }
+
+    // Labels: no user id, session id, raw path, address or error text.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        for forbidden in ["wl-", "10.", "192.0.2.", "/nowhere", "not-a-jwt", "refused", "error:"] {
+            assert!(!line.contains(forbidden), "{forbidden:?} in a label: {line}");
+        }
+        assert!(
+            !line.split('"').any(|v| uuid::Uuid::parse_str(v).is_ok()),
+            "a session id in a label: {line}"
+        );
+    }
+
+    let check = promtool_check_metrics(&text);
+    assert!(check.0, "promtool check metrics failed:\n{}", check.1);
+    assert!(check.1.trim().is_empty(), "promtool has complaints:\n{}", check.1);
+}
+
+/// `promtool check metrics` on an exposition: (passed, what it printed).
+fn promtool_check_metrics(text: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package prometheus; scripts/test.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
+}
+
+/// Without an exporter nothing is recorded, yet a problem still names the
+/// trace it belongs to: the caller's, continued from `traceparent`, or a new
+/// one (a malformed `traceparent` starts a new trace, per W3C).
+#[tokio::test]
+async fn problems_name_the_callers_trace_or_a_new_one() {
+    let app = spawn_app().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = app
+        .client
+        .get(app.url("/v1/sessions"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
+    assert_eq!(body["trace_id"], trace);
+
+    let mut seen = std::collections::HashSet::new();
+    for traceparent in [None, Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), Some("junk")] {
+        let mut r = app.client.get(app.url("/nowhere"));
+        if let Some(tp) = traceparent {
+            r = r.header("traceparent", tp);
+        }
+        let body = assert_problem(r.send().await.unwrap(), StatusCode::NOT_FOUND, "NOT_FOUND").await;
+        let id = body["trace_id"].as_str().unwrap().to_string();
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32), "{id}");
+        assert!(seen.insert(id), "a new trace each time");
+    }
 }
