@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, Method, Response, header};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use metrics::Label;
+use opentelemetry::trace::TraceId;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{Instrument, field};
@@ -86,7 +87,7 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
         error.type = field::Empty,
     );
     let context = RequestContext::for_request(request_id, req.headers(), &span);
-    let trace_id = context.trace_id.to_string();
+    let trace_id = context.trace_id;
     let request_id = context.request_id.clone();
     context
         .scope(async move {
@@ -166,7 +167,7 @@ fn is_problem(response: &Response<Body>) -> bool {
 fn render_problem(
     mut problem: Problem,
     request_id: &str,
-    trace_id: &str,
+    trace_id: &TraceId,
     original: Response<Body>,
 ) -> Response<Body> {
     problem.request_id = request_id.to_string();

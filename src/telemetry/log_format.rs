@@ -68,12 +68,17 @@ fn render(style: Style, event: &Event<'_>) -> String {
             json_string(&mut line, meta.target());
             RequestContext::with_current(|c| {
                 if let Some(c) = c {
-                    let values = [&*c.request_id, &c.trace_id.to_string(), &c.span_id.to_string()];
-                    for ((name, value), seen) in CONTEXT_FIELDS.iter().zip(values).zip(seen_context) {
-                        if !seen {
-                            let _ = write!(line, ",\"{name}\":");
-                            json_string(&mut line, value);
-                        }
+                    let [request_id, trace_id, span_id] = seen_context;
+                    if !request_id {
+                        line.push_str(",\"request_id\":");
+                        json_string(&mut line, &c.request_id);
+                    }
+                    // Hex digits: nothing to escape.
+                    if !trace_id {
+                        let _ = write!(line, ",\"trace_id\":\"{}\"", c.trace_id);
+                    }
+                    if !span_id {
+                        let _ = write!(line, ",\"span_id\":\"{}\"", c.span_id);
                     }
                 }
             });
