@@ -10,6 +10,7 @@ mod auth_keys;
 mod cli;
 mod errors;
 mod lifecycle;
+mod monitoring;
 mod observability;
 mod ratelimit;
 mod redis_e2e;
