@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `token`, `check-config`, `openapi`.
+//! The command line: `serve` (the default), `token`, `hash-key`, `check-config`,
+//! `openapi`, and `probe` (a health check for images without a shell or curl).
 
 use crate::auth::mint_token;
 use crate::config::Config;
@@ -30,6 +31,18 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// Print the OpenAPI document.
     Openapi,
+    /// GET a probe URL; exit 0 on a 2xx answer, 1 otherwise (container health checks).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// What to ask.
+    #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+    pub url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args, Default)]
@@ -114,6 +127,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Openapi) => {
             println!("{}", crate::http::openapi::document_json());
+            Ok(())
+        }
+        Some(Command::Probe(args)) => {
+            let response = crate::net::client(args.timeout)
+                .get(&args.url)
+                .send()
+                .await
+                .with_context(|| format!("probe {}", args.url))?;
+            let status = response.status();
+            anyhow::ensure!(status.is_success(), "probe {}: {status}", args.url);
+            println!("{status}");
             Ok(())
         }
     }

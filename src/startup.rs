@@ -243,10 +243,20 @@ impl Application {
 
         let draining = state.draining.clone();
         let stop_on_signal = stop.clone();
+        let delay = config.server.shutdown_delay;
         tokio::spawn(async move {
             shutdown.await;
+            // Readiness fails at once; new requests are still served for
+            // `shutdown_delay`, while load balancers notice and stop routing here.
             draining.store(true, Ordering::SeqCst);
-            tracing::info!(event = "shutdown", "shutdown requested; draining in-flight requests");
+            if !delay.is_zero() {
+                tracing::info!(
+                    event = "shutdown", delay = ?delay,
+                    "shutdown requested; failing readiness, still serving until the delay ends"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            tracing::info!(event = "shutdown", "draining in-flight requests; accepting no new connections");
             stop_on_signal.cancel();
         });
 

@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Empty: `/metrics` is served on the main listener.
     pub metrics_listen: String,
+    /// On SIGTERM, keep serving (with `/readyz` failing) this long before
+    /// refusing new connections, so load balancers stop routing here first.
+    #[serde(with = "duration")]
+    pub shutdown_delay: Duration,
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
     #[serde(with = "duration")]
@@ -57,6 +61,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_listen: String::new(),
+            shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
@@ -471,6 +476,7 @@ impl Config {
             srv.request_timeout >= Duration::from_millis(100),
             "server.request_timeout: must be at least 100ms",
         );
+        check(srv.shutdown_delay <= Duration::from_secs(300), "server.shutdown_delay: must be at most 5m");
         check(
             srv.metrics_listen.is_empty() || srv.metrics_listen.parse::<SocketAddr>().is_ok(),
             "server.metrics_listen: must be empty or an address like 127.0.0.1:9090",

@@ -159,3 +159,35 @@ fn hash_key_prints_a_key_and_a_config_entry_that_accepts_it() {
     assert_eq!(&*keys.authenticate(key.as_bytes()).unwrap().id, "apikey:billing");
     assert!(!text.contains(&format!("sha256 = \"{key}\"")), "only the hash is configured");
 }
+
+/// `probe` is the container health check: exit 0 on a 2xx, 1 otherwise
+/// (a draining server, a refused connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_exits_zero_only_on_a_2xx() {
+    let mut app = spawn_app_with("[server]\nshutdown_delay = \"5s\"").await;
+    let base = app.url("");
+    let probe = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            tokio::task::spawn_blocking(move || bin().args(["probe", "--url", &url]).output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let ok = probe("/readyz").await;
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let missing = probe("/nowhere").await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+
+    // Shutting down with a delay: readiness fails at once, yet requests are
+    // still served until the delay ends.
+    app.signal_shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let draining = probe("/readyz").await;
+    assert_eq!(draining.status.code(), Some(1), "readiness fails while draining");
+    assert!(probe("/healthz").await.status.success(), "still serving during shutdown_delay");
+    let refused =
+        bin().args(["probe", "--url", "http://127.0.0.1:9/healthz", "--timeout", "500ms"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+}

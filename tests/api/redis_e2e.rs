@@ -3,71 +3,27 @@
 //! restarted mid-traffic, and the rate limiter's store-error policy.
 
 use crate::helpers::*;
+use crate::process::SgProcess;
 use crate::redis_server::RedisServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A sessiongate process; killed on drop.
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-}
-
 /// Start the real binary on the Redis store; `extra` are more env settings.
-fn start_process(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiongate"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SESSIONGATE__SERVER__LISTEN", "127.0.0.1:0")
-        .env("SESSIONGATE__AUTH__HS256_SECRET", SECRET)
-        .env("SESSIONGATE__AUTH__ISSUER", ISSUER)
-        .env("SESSIONGATE__AUTH__AUDIENCE", AUDIENCE)
-        .env("SESSIONGATE__STORE__BACKEND", "redis")
-        .env("SESSIONGATE__STORE__REDIS_URL", redis_url)
-        .env("SESSIONGATE__STORE__KEY_PREFIX", prefix)
-        .env("SESSIONGATE__STORE__COMMAND_TIMEOUT", "300ms")
-        .env("SESSIONGATE__RATE_LIMIT__POLICIES", "[]")
-        .env("SESSIONGATE__RATE_LIMIT__PER_IP", "{per_second=0,burst=1}")
-        .env("SESSIONGATE__TELEMETRY__LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(Ok(line)) = lines.next() {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["event"] == "listening"
-            {
-                let _ = tx.send(v["addr"].as_str().unwrap().to_string());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("sessiongate started");
-    Proc { child, base: format!("http://{addr}") }
+fn start_process(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> SgProcess {
+    let mut env = vec![
+        ("SESSIONGATE__STORE__BACKEND", "redis"),
+        ("SESSIONGATE__STORE__REDIS_URL", redis_url),
+        ("SESSIONGATE__STORE__KEY_PREFIX", prefix),
+        ("SESSIONGATE__STORE__COMMAND_TIMEOUT", "300ms"),
+        ("SESSIONGATE__RATE_LIMIT__POLICIES", "[]"),
+        ("SESSIONGATE__RATE_LIMIT__PER_IP", "{per_second=0,burst=1}"),
+    ];
+    env.extend_from_slice(extra);
+    SgProcess::start(&env)
 }
 
-async fn create(c: &reqwest::Client, p: &Proc, tok: &str) -> reqwest::Response {
+async fn create(c: &reqwest::Client, p: &SgProcess, tok: &str) -> reqwest::Response {
     c.post(p.url("/v1/sessions")).bearer_auth(tok).json(&json!({"tool_set": "general"})).send().await.unwrap()
 }
 

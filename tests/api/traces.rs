@@ -5,6 +5,7 @@
 //! process's JSON log lines are read back and joined to the spans.
 
 use crate::helpers::*;
+use crate::process::SgProcess;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -19,8 +20,6 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -183,83 +182,6 @@ async fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     (format!("http://{addr}"), seen)
 }
 
-/// A sessiongate process with its stdout lines collected; killed on drop.
-struct Proc {
-    child: Child,
-    base: String,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn start(env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiongate"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SESSIONGATE__SERVER__LISTEN", "127.0.0.1:0")
-            .env("SESSIONGATE__AUTH__HS256_SECRET", SECRET)
-            .env("SESSIONGATE__AUTH__ISSUER", ISSUER)
-            .env("SESSIONGATE__AUTH__AUDIENCE", AUDIENCE)
-            .env("SESSIONGATE__TELEMETRY__LOG_FORMAT", "json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["event"] == "listening"
-                {
-                    let _ = tx.send(v["addr"].as_str().unwrap().to_string());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("sessiongate started");
-        Proc { child, base: format!("http://{addr}"), lines }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// SIGTERM, then wait for a clean exit (without blocking the runtime,
-    /// whose receivers the exiting process may still be talking to).
-    async fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("sessiongate did not stop on SIGTERM");
-    }
-
-    fn log_lines(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
-            .collect()
-    }
-}
-
 const TRACE_A: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_A: &str = "00f067aa0ba902b7";
 const TRACE_B: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -276,7 +198,7 @@ async fn spans_reach_an_otlp_grpc_receiver_with_the_callers_trace_continued() {
     let endpoint = grpc_receiver(received.clone()).await;
     let (agent, seen) = upstream().await;
     let agent_ok = format!("{agent}/ok");
-    let proc = Proc::start(&[
+    let proc = SgProcess::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -379,7 +301,7 @@ async fn spans_reach_an_otlp_grpc_receiver_with_the_callers_trace_continued() {
     assert_eq!(access["principal"], "user");
     assert!(access["duration_ms"].is_number());
     // Tokens never reach the log.
-    assert!(!proc.lines.lock().unwrap().iter().any(|l| l.contains(&alice)));
+    assert!(!proc.raw_lines().iter().any(|l| l.contains(&alice)));
 }
 
 #[tokio::test]
@@ -390,7 +312,7 @@ async fn an_upstream_failure_is_a_502_with_an_error_span_and_spans_flush_on_shut
     let agent_fail = format!("{agent}/fail");
     // Default batch delay (5 s): the spans can only arrive in time through
     // the flush at shutdown.
-    let mut proc = Proc::start(&[
+    let mut proc = SgProcess::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ("OTEL_SERVICE_NAME", "gate-under-test"),
