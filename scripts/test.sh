@@ -14,6 +14,8 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # promtool and prometheus: the exposition, rules, alerts and dashboards are
 # checked by the real thing.
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
+# node: syntax checks of the k6 scripts in loadtest/ (k6 itself is never installed).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

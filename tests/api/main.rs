@@ -10,6 +10,7 @@ mod auth_keys;
 mod cli;
 mod errors;
 mod lifecycle;
+mod loadtest;
 mod monitoring;
 mod observability;
 mod process;
