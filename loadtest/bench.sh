@@ -6,8 +6,15 @@
 #   memory  - the same with both rate-limit layers on (per-IP GCRA + a window policy)
 #   redis-nolimit - the Redis store (its own redis-server), no rate limits
 #   redis   - the Redis store and the Redis limiter
-# Load: wrk on loopback, bounded in time. Prints a table; nothing is asserted.
+# Then, for the full stack on the memory store: p99 latency at half its peak
+# rate (oha, open-loop at a fixed rate, corrected for coordinated omission),
+# and memory per live session at 1,000,000 sessions
+# (examples/memory_per_session.rs). Last, every DESIGN.md §10 target as a
+# measured figure, with "met" or "NOT met".
+# Load: wrk and oha on loopback, bounded in time. Nothing is asserted.
 # Usage: loadtest/bench.sh [seconds per run, default 10]
+# oha (MIT, crates.io) is installed with `cargo install oha --locked` when
+# missing; set NO_OHA=1 to skip the latency run instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -17,6 +24,9 @@ SECRET=bench-secret-bench-secret-bench-secret-0123
 for cmd in wrk redis-server redis-cli curl; do
   command -v $cmd >/dev/null || { echo "missing $cmd (apt-get install wrk redis-server redis-tools curl)"; exit 1; }
 done
+if [ "${NO_OHA:-0}" != 1 ] && ! command -v oha >/dev/null; then
+  echo "installing oha (cargo install oha --locked)"; cargo install oha --locked --quiet
+fi
 cargo build --release --quiet --bin sessiongate --example bare_axum
 BIN=target/release/sessiongate
 TICK=$(getconf CLK_TCK)
@@ -69,12 +79,27 @@ wait_http "http://127.0.0.1:$p/v1/sessions/x"
 results+=("$(run bare $pid "http://127.0.0.1:$p/v1/sessions/0190f7d2-0000-7000-8000-000000000000")")
 kill $pid
 
+HALF_P50=-; HALF_P99=-; HALF_RATE=-
 for mode in nolimit memory; do
   p=$(free_port)
   if [ $mode = nolimit ]; then pid=$(start_sg $p "${NOLIMITS[@]}"); else pid=$(start_sg $p "${LIMITS[@]}"); fi
   PIDS+=($pid); wait_http "http://127.0.0.1:$p/healthz"
   id=$(session_of "http://127.0.0.1:$p" "$TOKEN")
-  results+=("$(run $mode $pid "http://127.0.0.1:$p/v1/sessions/$id" "$AUTH")")
+  r=$(run $mode $pid "http://127.0.0.1:$p/v1/sessions/$id" "$AUTH")
+  results+=("$r")
+  if [ $mode = memory ] && [ "${NO_OHA:-0}" != 1 ]; then
+    # Half of the peak just measured, at a fixed rate (open loop).
+    read -r _ peak _ _ _ _ <<<"$r"
+    HALF_RATE=$(python3 -c "print(int(float('$peak')/2))")
+    out=$(oha --no-tui --output-format json -z "${SECS}s" -q "$HALF_RATE" -c "$CONNS" --latency-correction \
+      -H "$AUTH" "http://127.0.0.1:$p/v1/sessions/$id")
+    read -r HALF_P50 HALF_P99 <<<"$(python3 -c '
+import json,sys
+d=json.loads(sys.stdin.read()); p=d["latencyPercentiles"]
+codes=d.get("statusCodeDistribution",{})
+assert set(codes)=={"200"}, f"non-200 answers at half peak: {codes}"
+print(f"{p[\"p50\"]*1000:.3f} {p[\"p99\"]*1000:.3f}")' <<<"$out")"
+  fi
   kill $pid
 done
 
@@ -120,3 +145,40 @@ read -r _ _ _ redis_reqs _ _ <<<"${results[4]}"
 read -r _ mem_rps _ _ _ _ <<<"${results[2]}"
 read -r _ red_rps _ _ _ _ <<<"${results[4]}"
 python3 -c "print(f'redis/memory throughput: {$red_rps/$mem_rps:.2f}; Redis round trips per request: {($c1-$c0)/$redis_reqs:.2f} (reaper sweeps included)')"
+
+read -r _ _ nl_cpu nl_reqs _ _ <<<"${results[1]}"
+read -r _ mem_rps2 mem_cpu mem_reqs _ _ <<<"${results[2]}"
+cargo build --release --quiet --example memory_per_session
+MEM10=$(target/release/examples/memory_per_session 1000000 10 | tail -1)
+MEM1=$(target/release/examples/memory_per_session 1000000 1 | tail -1)
+
+echo
+echo "DESIGN.md §10 targets, this run ($(date -u +%F), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)):"
+python3 - "$mem_rps2" "$bare_rps" "$mem_cpu" "$mem_reqs" "$bare_us" "$red_rps" "$mem_rps" "$c0" "$c1" "$redis_reqs" \
+  "$HALF_RATE" "$HALF_P50" "$HALF_P99" "$MEM10" "$MEM1" <<'PY'
+import re, sys
+(mem_rps, bare_rps, mem_cpu, mem_reqs, bare_us, red_rps, mem_rps_b, c0, c1, redis_reqs,
+ half_rate, half_p50, half_p99, mem10, mem1) = sys.argv[1:]
+def row(what, value, target, ok):
+    print(f"  {what:<58} {value:>12}  target {target:<10} {'met' if ok else 'NOT met'}")
+tp = float(mem_rps) / float(bare_rps)
+row("full stack (memory) throughput / bare axum", f"{tp:.2f}", ">= 0.80", tp >= 0.80)
+cpu = (float(mem_cpu) / float(mem_reqs)) / float(bare_us)
+row("full stack server CPU per request / bare axum", f"{cpu:.2f}x", "<= 1.5x", cpu <= 1.5)
+rr = float(red_rps) / float(mem_rps_b)
+row("Redis store throughput / memory store", f"{rr:.2f}", ">= 0.50", rr >= 0.5)
+trips = (float(c1) - float(c0)) / float(redis_reqs)
+row("Redis round trips per request (Redis limiter included)", f"{trips:.2f}", "<= 2", trips <= 2.0)
+if half_p99 != "-":
+    row(f"p99 latency at half peak ({half_rate} req/s; p50 {half_p50} ms)", f"{float(half_p99):.3f} ms", "< 2 ms", float(half_p99) < 2.0)
+else:
+    print("  p99 at half peak: skipped (NO_OHA=1)")
+for per_user, line in (("10", mem10), ("1", mem1)):
+    m = re.search(r"([0-9.]+) bytes per live session", line)
+    if m:
+        b = float(m.group(1))
+        row(f"memory per live session (1,000,000 sessions, {per_user} per user)", f"{b:.0f} B", "<= 320 B", b <= 320)
+    else:
+        print(f"  memory per session: not measured ({line!r})")
+print("  reaper work per sweep vs expired sessions: cargo bench --bench reaper (criterion)")
+PY
