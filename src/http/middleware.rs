@@ -107,6 +107,7 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID, v);
             }
+            security_headers(response.headers_mut());
 
             span.record("http.response.status_code", i64::from(status.as_u16()));
             if status.is_server_error() {
@@ -158,6 +159,22 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
             response
         })
         .await
+}
+
+/// The OWASP REST headers for an API that serves per-user JSON: never cached
+/// by anyone, never sniffed into another type, never framed. (HSTS belongs to
+/// whoever terminates TLS.)
+fn security_headers(headers: &mut axum::http::HeaderMap) {
+    use axum::http::header::{
+        CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    };
+    headers.entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
 }
 
 fn is_problem(response: &Response<Body>) -> bool {

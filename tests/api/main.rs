@@ -5,6 +5,7 @@ mod helpers;
 mod redis_server;
 
 mod admin;
+mod agent_http;
 mod auth;
 mod auth_keys;
 mod cli;
@@ -13,6 +14,7 @@ mod lifecycle;
 mod loadtest;
 mod monitoring;
 mod observability;
+mod owasp;
 mod process;
 mod ratelimit;
 mod redis_e2e;
