@@ -39,3 +39,12 @@ cargo clippy --all-targets --locked -- -D warnings
 
 log "cargo test"
 cargo test --locked --all-targets
+
+# Deploy artifacts (Docker is not needed: YAML, Kubernetes schemas, compose
+# cross-references, the Dockerfile's needs, configs through check-config).
+if ! python3 -c 'import yaml, kubernetes_validate' >/dev/null 2>&1; then
+  log "installing pyyaml and kubernetes-validate (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check pyyaml kubernetes-validate
+fi
+log "scripts/check_deploy.py"
+SESSIONGATE_BIN=target/debug/sessiongate python3 scripts/check_deploy.py
