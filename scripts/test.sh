@@ -48,3 +48,11 @@ if ! python3 -c 'import yaml, kubernetes_validate' >/dev/null 2>&1; then
 fi
 log "scripts/check_deploy.py"
 SESSIONGATE_BIN=target/debug/sessiongate python3 scripts/check_deploy.py
+
+# Schema-based fuzzing of the running server against its OpenAPI document.
+if ! command -v st >/dev/null 2>&1; then
+  log "installing schemathesis (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis
+fi
+log "scripts/schemathesis.sh"
+SESSIONGATE_BIN=target/debug/sessiongate ./scripts/schemathesis.sh
