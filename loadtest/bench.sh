@@ -62,6 +62,15 @@ start_sg() {  # start_sg PORT [env...]: starts sessiongate, echoes its pid
   echo $!
 }
 
+half_latency() {  # oha's JSON on stdin -> "p50 p99" in ms; refuses non-200 answers
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin); p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+assert set(codes) == {"200"}, "non-200 answers at half peak: %s" % codes
+print("%.3f %.3f" % (p["p50"] * 1000, p["p99"] * 1000))'
+}
+
 session_of() {  # session_of BASE TOKEN: creates a session, echoes its id
   curl -sf -X POST "$1/v1/sessions" -H "Authorization: Bearer $2" -H 'content-type: application/json' \
     -d '{"tool_set":"general"}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])'
@@ -93,12 +102,7 @@ for mode in nolimit memory; do
     HALF_RATE=$(python3 -c "print(int(float('$peak')/2))")
     out=$(oha --no-tui --output-format json -z "${SECS}s" -q "$HALF_RATE" -c "$CONNS" --latency-correction \
       -H "$AUTH" "http://127.0.0.1:$p/v1/sessions/$id")
-    read -r HALF_P50 HALF_P99 <<<"$(python3 -c '
-import json,sys
-d=json.loads(sys.stdin.read()); p=d["latencyPercentiles"]
-codes=d.get("statusCodeDistribution",{})
-assert set(codes)=={"200"}, f"non-200 answers at half peak: {codes}"
-print(f"{p[\"p50\"]*1000:.3f} {p[\"p99\"]*1000:.3f}")' <<<"$out")"
+    read -r HALF_P50 HALF_P99 <<<"$(half_latency <<<"$out")"
   fi
   kill $pid
 done

@@ -82,7 +82,14 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
             .with_threads(false)
             .with_filter(ours)
     });
-    let installed = tracing_subscriber::registry().with(log_layer).with(otel_layer).try_init().is_ok();
+    // Two shapes, not `.with(Option<layer>)`: a `None` layer answers
+    // "enabled" for every callsite, which would switch on every span and
+    // debug event in the process (the log layer's own filter would still drop
+    // them, but only after they were built).
+    let installed = match otel_layer {
+        Some(otel) => tracing_subscriber::registry().with(log_layer).with(otel).try_init().is_ok(),
+        None => tracing_subscriber::registry().with(log_layer).try_init().is_ok(),
+    };
     if !installed {
         if let Some(p) = provider {
             // Shutting down blocks; nothing was exported, so nobody waits.

@@ -10,6 +10,7 @@ mod auth;
 mod auth_keys;
 mod cli;
 mod errors;
+mod faults;
 mod lifecycle;
 mod loadtest;
 mod monitoring;

@@ -80,6 +80,22 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: the server hangs, connections stay open, nothing answers
+    /// (a stalled Redis: swapping, a long fork, a network black hole).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: answers again.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
     /// Start again on the same port with the same data directory.
     pub fn restart(&mut self) {
         self.kill();
