@@ -223,23 +223,14 @@ impl Application {
             })
         };
 
+        let header_timeout = config.server.header_read_timeout;
         let metrics_server = metrics_listener.map(|l| {
             let app = http::metrics_router(state.clone());
-            let stop = stop.clone();
-            tokio::spawn(
-                async move { axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await },
-            )
+            tokio::spawn(http::serve::serve(l, app, stop.clone(), header_timeout))
         });
 
         let app = http::router(state.clone(), &config.server, metrics_server.is_none());
-        let server = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            })
-        };
+        let server = tokio::spawn(http::serve::serve(listener, app, stop.clone(), header_timeout));
 
         let draining = state.draining.clone();
         let stop_on_signal = stop.clone();
@@ -278,7 +269,7 @@ impl Application {
             m.abort();
         }
         match served {
-            Some(r) => r.context("server task")?.context("server")?,
+            Some(r) => r.context("server task")?,
             None => {
                 tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight");
                 server.abort();

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     #[serde(with = "duration")]
     pub request_timeout: Duration,
+    /// Longest wait for a request's head (line and headers): slow-header
+    /// clients are disconnected after it.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
     pub max_body_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
@@ -64,6 +68,7 @@ impl Default for ServerConfig {
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             cors_allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -477,6 +482,11 @@ impl Config {
             "server.request_timeout: must be at least 100ms",
         );
         check(srv.shutdown_delay <= Duration::from_secs(300), "server.shutdown_delay: must be at most 5m");
+        check(
+            srv.header_read_timeout >= Duration::from_millis(100)
+                && srv.header_read_timeout <= Duration::from_secs(300),
+            "server.header_read_timeout: must be between 100ms and 5m",
+        );
         check(
             srv.metrics_listen.is_empty() || srv.metrics_listen.parse::<SocketAddr>().is_ok(),
             "server.metrics_listen: must be empty or an address like 127.0.0.1:9090",

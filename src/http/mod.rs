@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
+pub mod serve;
 
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;

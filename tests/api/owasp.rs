@@ -151,3 +151,27 @@ async fn api8_errors_reveal_no_internals() {
         }
     }
 }
+
+/// API4 too: a client that sends half a request head and then nothing
+/// (slowloris) is disconnected after `server.header_read_timeout`, instead of
+/// holding its connection forever.
+#[tokio::test]
+async fn api4_a_slow_header_client_is_disconnected() {
+    let app = spawn_app_with("[server]\nheader_read_timeout = \"500ms\"").await;
+    let addr = app.addr;
+    let (closed_after, answer) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        (started.elapsed(), String::from_utf8_lossy(&buf[..n]).to_string())
+    })
+    .await
+    .unwrap();
+    assert!(closed_after < Duration::from_secs(3), "still open after {closed_after:?}");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    // A normal client is unaffected.
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+}

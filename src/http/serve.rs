@@ -1,0 +1,73 @@
+//! Accepting connections: axum's `serve` loop, plus the one thing it cannot
+//! be told — a deadline for a request's head. Without one, a client that
+//! sends half a header block and then nothing (slowloris) holds its
+//! connection open forever; with it, hyper closes such a connection after
+//! `header_read_timeout`.
+//!
+//! Each connection is served by hyper-util's HTTP/1 server with TCP_NODELAY,
+//! the peer address as `ConnectInfo` (for the per-IP limit), and graceful
+//! shutdown: when `stop` is cancelled the listener closes, idle connections
+//! close, in-flight requests finish, and `serve` returns once every
+//! connection has ended. Knows nothing of routes.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+    header_read_timeout: Duration,
+) {
+    // Every connection task holds a receiver; `closed()` resolves when all are gone.
+    let (all_closed, connection) = tokio::sync::watch::channel(());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app.clone().map_request(move |req: Request<Incoming>| {
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let (stop, connection) = (stop.clone(), connection.clone());
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+            }
+            drop(connection);
+        });
+    }
+    drop(listener);
+    drop(connection);
+    all_closed.closed().await;
+}
