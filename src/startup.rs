@@ -79,6 +79,8 @@ impl Application {
             store::build(&config.store, events.clone()).context("store")?;
         let tool_sets = ToolSets::from_config(&config.tool_sets);
         events.initialise(&tool_sets.names(), store.backend());
+        let names: Vec<String> = tool_sets.names().iter().map(|n| n.to_string()).collect();
+        let openapi: Arc<str> = Arc::from(http::openapi::document_json_for(&names));
         let policies = ratelimit::policies(&config.rate_limit, http::LIMITABLE_ROUTES)?;
         events.initialise_rate_limits(&policies.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
         let limiter = Arc::new(RateLimiter::new(
@@ -152,6 +154,7 @@ impl Application {
             limiter,
             per_ip,
             runtime,
+            openapi,
         });
         Ok(Self { listener, metrics_listener, state, config, dev, jwks })
     }

@@ -23,10 +23,6 @@ use tracing::{Instrument, field};
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The request id of the current request, for handlers that want it.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 /// Set by the auth gate on the response, so the access log can say who called.
 #[derive(Debug, Clone, Copy)]
 struct PrincipalKind(&'static str);
@@ -62,23 +58,24 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
+pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
     let started = Instant::now();
     let request_id: Arc<str> = Arc::from(accept_request_id(req.headers().get(REQUEST_ID)));
     let method = method_label(req.method());
-    let matched = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
-    let route = matched.clone().unwrap_or_else(|| values::UNMATCHED_ROUTE.to_string());
-    req.extensions_mut().insert(RequestId(request_id.to_string()));
+    let matched_path = req.extensions().get::<MatchedPath>();
+    let route = matched_path.map_or(values::UNMATCHED_ROUTE, |p| p.as_str()).to_string();
+    // The route template when one matched (spans name unmatched requests by method only).
+    let matched = matched_path.is_some().then_some(route.as_str());
 
     // Recorded only when spans are exported (see `telemetry::otel`); otherwise
     // disabled, and every use of it below costs nothing.
     let span = tracing::info_span!(
         "request",
-        otel.name = %match &matched { Some(r) => format!("{method} {r}"), None => method.to_string() },
+        otel.name = %match matched { Some(r) => format!("{method} {r}"), None => method.to_string() },
         otel.kind = "server",
         otel.status_code = field::Empty,
         http.request.method = method,
-        http.route = matched.as_deref(),
+        http.route = matched,
         url.path = req.uri().path(),
         url.scheme = "http",
         network.protocol.version = ?req.version(),

@@ -58,6 +58,8 @@ pub struct AppParts {
     /// The per-IP GCRA; `None` when `rate_limit.per_ip.per_second = 0`.
     pub per_ip: Option<Arc<PerIpConfig>>,
     pub runtime: Arc<crate::runtime::RuntimeConfig>,
+    /// `/openapi.json`, rendered once: it depends only on the configured tool sets.
+    pub openapi: Arc<str>,
 }
 
 /// The per-IP limiter's configuration (tower-governor, keyed by client IP).
