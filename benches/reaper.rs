@@ -26,6 +26,7 @@ fn limits() -> Limits {
         max_lifetime_ms: 10 * IDLE_MS,
         on_limit: OnLimit::Reject,
         idempotency_ttl_ms: 3_600_000,
+        max_idempotency_keys: 100,
     }
 }
 

@@ -43,6 +43,7 @@ async fn main() {
         max_lifetime_ms: 86_400_000,
         on_limit: OnLimit::Reject,
         idempotency_ttl_ms: 86_400_000,
+        max_idempotency_keys: 1000,
     };
     let tool_sets: Vec<Arc<str>> = ["general", "research", "coding"].into_iter().map(Arc::from).collect();
     let users: Vec<Arc<str>> =

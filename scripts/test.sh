@@ -40,6 +40,15 @@ cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --locked --all-targets
 
+# A short soak on each store (debug build): sessions churn through the
+# journey, then every session must end exactly once and the process's tasks
+# and file descriptors return to their level before the load. (Memory is
+# judged only in the long run: loadtest/soak.sh 600.)
+for backend in memory redis; do
+  log "loadtest/soak.sh 15 $backend"
+  CHECK=1 PROFILE=debug WORKERS=16 USERS=500 ./loadtest/soak.sh 15 $backend
+done
+
 # Deploy artifacts (Docker is not needed: YAML, Kubernetes schemas, compose
 # cross-references, the Dockerfile's needs, configs through check-config).
 if ! python3 -c 'import yaml, kubernetes_validate' >/dev/null 2>&1; then

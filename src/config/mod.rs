@@ -168,6 +168,8 @@ pub struct SessionsConfig {
     pub on_limit: OnLimit,
     #[serde(with = "duration")]
     pub idempotency_ttl: Duration,
+    /// How many unexpired `Idempotency-Key`s one user may hold at once.
+    pub max_idempotency_keys_per_user: u32,
     #[serde(with = "duration")]
     pub reaper_interval: Duration,
 }
@@ -180,6 +182,7 @@ impl Default for SessionsConfig {
             max_lifetime: Duration::from_secs(24 * 3600),
             on_limit: OnLimit::EvictOldest,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            max_idempotency_keys_per_user: 1000,
             reaper_interval: Duration::from_secs(1),
         }
     }
@@ -471,6 +474,10 @@ impl Config {
         check(s.idle_ttl >= Duration::from_secs(1), "sessions.idle_ttl: must be at least 1s");
         check(s.max_lifetime >= Duration::from_secs(1), "sessions.max_lifetime: must be at least 1s");
         check(s.idempotency_ttl >= Duration::from_secs(1), "sessions.idempotency_ttl: must be at least 1s");
+        check(
+            (1..=100_000).contains(&s.max_idempotency_keys_per_user),
+            "sessions.max_idempotency_keys_per_user: must be between 1 and 100000",
+        );
         check(
             s.reaper_interval >= Duration::from_millis(10),
             "sessions.reaper_interval: must be at least 10ms",

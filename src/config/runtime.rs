@@ -2,7 +2,8 @@
 //!
 //! ```json
 //! {"sessions": {"max_per_user": 10, "idle_ttl": "30m", "max_lifetime": "24h",
-//!               "on_limit": "evict_oldest", "idempotency_ttl": "24h"},
+//!               "on_limit": "evict_oldest", "idempotency_ttl": "24h",
+//!               "max_idempotency_keys_per_user": 1000},
 //!  "rate_limit": {"policies": {"default": {"limit": 600, "window": "60s"}}}}
 //! ```
 //!
@@ -37,6 +38,7 @@ struct SessionsPart {
     on_limit: OnLimit,
     #[serde(with = "duration")]
     idempotency_ttl: Duration,
+    max_idempotency_keys_per_user: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +79,7 @@ pub fn document(config: &Config) -> Value {
             max_lifetime: s.max_lifetime,
             on_limit: s.on_limit,
             idempotency_ttl: s.idempotency_ttl,
+            max_idempotency_keys_per_user: s.max_idempotency_keys_per_user,
         },
         rate_limit: RateLimitPart { policies },
     })
@@ -125,6 +128,7 @@ pub fn apply(file: &Config, overrides: &Value) -> Result<Config, Vec<FieldError>
     s.max_lifetime = parsed.sessions.max_lifetime;
     s.on_limit = parsed.sessions.on_limit;
     s.idempotency_ttl = parsed.sessions.idempotency_ttl;
+    s.max_idempotency_keys_per_user = parsed.sessions.max_idempotency_keys_per_user;
     let mut errors = Vec::new();
     for (name, part) in &parsed.rate_limit.policies {
         match config.rate_limit.policies.iter_mut().find(|p| &p.name == name) {

@@ -40,7 +40,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     security(("bearer" = []), ("api_key" = [])),
     request_body = CreateSessionRequest,
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "Replays the original response for the same key and body within `idempotency_ttl`.")),
+        description = "Replays the original response for the same key and body within `idempotency_ttl`. \
+                       A user holds at most `max_idempotency_keys_per_user` unexpired keys.")),
     responses(
         (status = 201, body = SessionView, description = "Created (or replayed, with `Idempotent-Replayed: true`)",
             headers(("Location" = String), ("Idempotent-Replayed" = Option<String>))),
@@ -50,7 +51,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED or UNKNOWN_TOOL_SET"),
-        (status = 429, body = Problem, content_type = "application/problem+json", description = "MAX_SESSIONS_EXCEEDED",
+        (status = 429, body = Problem, content_type = "application/problem+json", description = "MAX_SESSIONS_EXCEEDED, IDEMPOTENCY_KEYS_EXCEEDED or RATE_LIMITED",
             headers(("Retry-After" = u64))),
         (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn create_session(

@@ -248,6 +248,21 @@ impl IntoResponse for ApiError {
                 "this Idempotency-Key was used with a different request body",
             )
             .suggest("Use a new Idempotency-Key for a different request."),
+            ApiError::Service(ServiceError::IdempotencyKeysExhausted { retry_after_ms, max }) => {
+                let secs = lifecycle::retry_after_secs(retry_after_ms);
+                headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "IDEMPOTENCY_KEYS_EXCEEDED",
+                    format!("you already hold {max} unexpired Idempotency-Keys, the most allowed"),
+                )
+                .with("max_idempotency_keys", json!(max))
+                .with("retry_after", json!(secs))
+                .suggest(format!(
+                    "Create without an Idempotency-Key, reuse a key only to retry the same request, \
+                     or retry with a new key in {secs} s when the oldest one expires."
+                ))
+            }
             ApiError::Service(ServiceError::Store(e)) => {
                 fault = Some(e.to_string());
                 headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));

@@ -97,6 +97,7 @@ mod tests {
             max_lifetime_ms: 10_000,
             on_limit,
             idempotency_ttl_ms: 60_000,
+            max_idempotency_keys: 100,
         }
     }
 

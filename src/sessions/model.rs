@@ -60,6 +60,9 @@ pub struct Limits {
     pub max_lifetime_ms: Millis,
     pub on_limit: OnLimit,
     pub idempotency_ttl_ms: Millis,
+    /// Unexpired idempotency keys one user may hold; a create with a new key
+    /// beyond it is refused (a replay of a held key is not).
+    pub max_idempotency_keys: u32,
 }
 
 impl From<&SessionsConfig> for Limits {
@@ -70,6 +73,7 @@ impl From<&SessionsConfig> for Limits {
             max_lifetime_ms: c.max_lifetime.as_millis() as Millis,
             on_limit: c.on_limit,
             idempotency_ttl_ms: c.idempotency_ttl.as_millis() as Millis,
+            max_idempotency_keys: c.max_idempotency_keys_per_user,
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum ServiceError {
     LimitReached { retry_after_ms: Millis, live: Vec<SessionId> },
     #[error("idempotency key reused with a different request")]
     IdempotencyConflict,
+    #[error("too many idempotency keys held")]
+    IdempotencyKeysExhausted { retry_after_ms: Millis, max: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("agent timed out after {0:?}")]
@@ -126,6 +128,7 @@ impl SessionService {
         let now = self.now();
         let idempotency =
             input.idempotency_key.map(|key| IdempotencyRequest { key, fingerprint: fingerprint(&tool_set) });
+        let limits = self.limits();
         let outcome = self
             .store
             .create(CreateRequest {
@@ -133,7 +136,7 @@ impl SessionService {
                 user_id: input.user,
                 tool_set,
                 now,
-                limits: self.limits(),
+                limits,
                 idempotency,
             })
             .await?;
@@ -152,6 +155,12 @@ impl SessionService {
                 Ok(Created { session, evicted_ids, replayed: true })
             }
             CreateOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyConflict),
+            CreateOutcome::IdempotencyKeysExhausted { retry_after_ms } => {
+                Err(ServiceError::IdempotencyKeysExhausted {
+                    retry_after_ms,
+                    max: limits.max_idempotency_keys,
+                })
+            }
             CreateOutcome::LimitReached { retry_after_ms, live } => {
                 self.events.session_limit_hit(false);
                 Err(ServiceError::LimitReached { retry_after_ms, live })

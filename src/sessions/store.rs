@@ -42,6 +42,12 @@ pub enum CreateOutcome {
         evicted_ids: Vec<SessionId>,
     },
     IdempotencyConflict,
+    /// A new idempotency key, but the user already holds
+    /// `limits.max_idempotency_keys` unexpired ones; the oldest expires in
+    /// `retry_after_ms`. Nothing was created or evicted.
+    IdempotencyKeysExhausted {
+        retry_after_ms: Millis,
+    },
     LimitReached {
         retry_after_ms: Millis,
         live: Vec<SessionId>,

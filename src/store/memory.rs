@@ -152,6 +152,25 @@ impl Shard {
         entry.sessions.iter().filter_map(|id| self.sessions.get(id).map(|r| r.to_session(*id))).collect()
     }
 
+    /// If the user holds the most unexpired idempotency keys allowed, the
+    /// wait until the oldest expires. Expired records still in the map (the
+    /// reaper removes them in order) are dropped here first, so only
+    /// unexpired keys count.
+    fn idempotency_full(&mut self, user: &str, limits: &Limits, now: Millis) -> Option<Millis> {
+        let map = self.users.get_mut(user)?.idempotency.as_mut()?;
+        let max = limits.max_idempotency_keys as usize;
+        if map.len() < max {
+            return None;
+        }
+        // The reaper's queue keeps its entries for dropped records; it checks
+        // that a record is still the one it queued before removing it.
+        map.retain(|_, r| r.expires_at > now);
+        if map.len() < max {
+            return None;
+        }
+        map.values().map(|r| r.expires_at - now).min()
+    }
+
     fn create(&mut self, req: CreateRequest) -> CreateOutcome {
         let user = self.user_arc(&req.user_id);
         if let Some(idem) = &req.idempotency {
@@ -169,6 +188,12 @@ impl Shard {
                 } else {
                     CreateOutcome::IdempotencyConflict
                 };
+            }
+            if let Some(retry_after_ms) = self.idempotency_full(&user, &req.limits, req.now) {
+                if self.users.get(&user).is_some_and(UserEntry::is_empty) {
+                    self.users.remove(&user);
+                }
+                return CreateOutcome::IdempotencyKeysExhausted { retry_after_ms };
             }
         }
         let mine = self.user_sessions(&user);

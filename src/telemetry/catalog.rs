@@ -62,6 +62,9 @@ pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
 pub const REAPER_LAST_SWEEP: &str = "sessiongate_reaper_last_sweep_timestamp_seconds";
 pub const SESSIONS_EXPIRED_PENDING: &str = "sessiongate_sessions_expired_pending";
 pub const BUILD_INFO: &str = "sessiongate_build_info";
+/// Not in DESIGN.md's catalog: a leak of tasks (a connection, a request or a
+/// background loop that never ends) shows here first.
+pub const RUNTIME_ALIVE_TASKS: &str = "sessiongate_runtime_alive_tasks";
 
 pub const CATALOG: &[MetricDef] = &[
     MetricDef {
@@ -230,6 +233,14 @@ pub const CATALOG: &[MetricDef] = &[
         unit: None,
         help: "Always 1; labels carry the version, git revision and store backend.",
         labels: &["version", "revision", "store_backend"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: RUNTIME_ALIVE_TASKS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Tokio tasks alive in the process (connections, requests, background loops), read at scrape time.",
+        labels: &[],
         buckets: &[],
     },
 ];

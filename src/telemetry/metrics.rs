@@ -51,6 +51,10 @@ impl Metrics {
     /// The Prometheus text exposition, with the process figures read now.
     pub fn render(&self) -> String {
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.gauge(catalog::RUNTIME_ALIVE_TASKS, Vec::new())
+                .set(runtime.metrics().num_alive_tasks() as f64);
+        }
         self.handle.render()
     }
 

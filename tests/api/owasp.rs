@@ -40,6 +40,37 @@ async fn api3_server_owned_properties_cannot_be_assigned() {
     assert_eq!(after, s, "nothing changed");
 }
 
+/// API4, unrestricted resource consumption: the idempotency keys a user can
+/// hold are bounded (each is a stored record for `idempotency_ttl`), with a
+/// 429 that says how long to wait; replays and key-less creates go on.
+#[tokio::test]
+async fn api4_the_idempotency_keys_a_user_holds_are_bounded() {
+    let app =
+        spawn_app_with("[sessions]\nmax_idempotency_keys_per_user = 3\nidempotency_ttl = \"10m\"").await;
+    let alice = token("alice");
+    let create = |key: Option<String>| {
+        let mut c = app.client.post(app.url("/v1/sessions")).bearer_auth(&alice);
+        if let Some(k) = key {
+            c = c.header("Idempotency-Key", k);
+        }
+        async move { c.json(&json!({"tool_set": "general"})).send().await.unwrap() }
+    };
+    for n in 0..3 {
+        assert_eq!(create(Some(format!("k-{n}"))).await.status(), StatusCode::CREATED);
+        app.clock.advance(Duration::from_secs(60));
+    }
+    let r = create(Some("k-3".into())).await;
+    assert_eq!(r.headers()["retry-after"], "420", "the oldest key expires 10m after it was sent, 3m ago");
+    let p = assert_problem(r, StatusCode::TOO_MANY_REQUESTS, "IDEMPOTENCY_KEYS_EXCEEDED").await;
+    assert_eq!(p["max_idempotency_keys"], 3);
+    let replay = create(Some("k-0".into())).await;
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(create(None).await.status(), StatusCode::CREATED);
+    app.clock.advance(Duration::from_secs(420));
+    assert_eq!(create(Some("k-3".into())).await.status(), StatusCode::CREATED, "k-0 has expired");
+}
+
 /// API4, unrestricted resource consumption: bodies, headers and slow clients
 /// are bounded, and refused without a 5xx.
 #[tokio::test]

@@ -28,7 +28,8 @@ async fn the_document_shows_the_runtime_part_with_policies_by_name() {
         r.json::<Value>().await.unwrap(),
         json!({
             "sessions": {"max_per_user": 1, "idle_ttl": "30m", "max_lifetime": "24h",
-                         "on_limit": "reject", "idempotency_ttl": "24h"},
+                         "on_limit": "reject", "idempotency_ttl": "24h",
+                         "max_idempotency_keys_per_user": 1000},
             "rate_limit": {"policies": {"reads": {"limit": 100, "window": "60s"}}}
         })
     );

@@ -39,15 +39,16 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn limits() -> impl Strategy<Value = Limits> {
-    (1..4u32, any::<bool>(), 5_000..30_000i64, 10_000..90_000i64).prop_map(|(cap, reject, idle, life)| {
-        Limits {
+    (1..4u32, any::<bool>(), 5_000..30_000i64, 10_000..90_000i64, 1..4u32).prop_map(
+        |(cap, reject, idle, life, keys)| Limits {
             max_per_user: cap,
             idle_ttl_ms: idle,
             max_lifetime_ms: life,
             on_limit: if reject { OnLimit::Reject } else { OnLimit::EvictOldest },
             idempotency_ttl_ms: 45_000,
-        }
-    })
+            max_idempotency_keys: keys,
+        },
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +79,7 @@ enum Out {
     Created(Uuid, Vec<Uuid>),
     Replayed(Uuid, Vec<Uuid>),
     Conflict,
+    KeysFull(i64),
     Rejected(i64, Vec<Uuid>),
     Session(Option<(Uuid, String, u32, u32, i64, i64)>),
     Ended(Vec<Uuid>),
@@ -110,6 +112,17 @@ impl Model {
                     && *exp > now
                 {
                     return if *t == tool { Out::Replayed(snap.id, ev.clone()) } else { Out::Conflict };
+                }
+                if key.is_some() {
+                    let held: Vec<i64> = self
+                        .idem
+                        .iter()
+                        .filter(|((u, _), (_, exp, _, _))| *u == user && *exp > now)
+                        .map(|(_, (_, exp, _, _))| *exp)
+                        .collect();
+                    if held.len() >= l.max_idempotency_keys as usize {
+                        return Out::KeysFull(held.iter().min().unwrap() - now);
+                    }
                 }
                 let live: Vec<M> = self.live(user, now).into_iter().cloned().collect();
                 let mut evicted = Vec::new();
@@ -219,6 +232,7 @@ async fn apply_store(
                 }
                 CreateOutcome::Replayed { session, evicted_ids } => Out::Replayed(session.id, evicted_ids),
                 CreateOutcome::IdempotencyConflict => Out::Conflict,
+                CreateOutcome::IdempotencyKeysExhausted { retry_after_ms } => Out::KeysFull(retry_after_ms),
                 CreateOutcome::LimitReached { retry_after_ms, live } => Out::Rejected(retry_after_ms, live),
             }
         }

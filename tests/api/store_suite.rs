@@ -16,6 +16,7 @@ pub fn limits(cap: u32, on_limit: OnLimit) -> Limits {
         max_lifetime_ms: 600_000,
         on_limit,
         idempotency_ttl_ms: 3_600_000,
+        max_idempotency_keys: 100,
     }
 }
 
@@ -222,6 +223,46 @@ pub async fn idempotency_keys_never_cross_users(store: Arc<dyn SessionStore>) {
     assert_eq!(&*second.user_id, format!("a:{x}"));
 }
 
+/// A user holds at most `max_idempotency_keys` unexpired keys: a new key
+/// beyond that is refused (nothing created, nothing evicted) with the wait
+/// until the oldest expires; replays of held keys still work; an expired key
+/// frees its place whether or not the reaper has run.
+pub async fn idempotency_keys_per_user_are_bounded(store: Arc<dyn SessionStore>) {
+    let l = Limits { max_idempotency_keys: 2, ..limits(1, OnLimit::EvictOldest) };
+    let with = |user: &str, key: &str, now: i64| {
+        let mut r = req(user, "general", now, l);
+        r.idempotency = Some(IdempotencyRequest { key: key.into(), fingerprint: "fp".into() });
+        r
+    };
+    let (a, _) = created(&*store, with("alice", "a", NOW)).await;
+    let (b, _) = created(&*store, with("alice", "b", NOW + 10)).await;
+    assert_eq!(
+        store.create(with("alice", "c", NOW + 20)).await.unwrap(),
+        CreateOutcome::IdempotencyKeysExhausted { retry_after_ms: 3_600_000 - 20 }
+    );
+    let live: Vec<_> = store.list("alice", NOW + 20).await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(live, vec![b.id], "the refused create neither created nor evicted");
+    assert!(matches!(
+        store.create(with("alice", "a", NOW + 30)).await.unwrap(),
+        CreateOutcome::Replayed { session, .. } if session.id == a.id
+    ));
+    // Other users and key-less creates are not affected.
+    created(&*store, with("bob", "c", NOW + 30)).await;
+    created(&*store, req("alice", "general", NOW + 30, l)).await;
+    // When `a` expires (no reaper run) a new key fits again, but only one.
+    let later = NOW + 3_600_000;
+    created(&*store, with("alice", "c", later)).await;
+    assert_eq!(
+        store.create(with("alice", "d", later)).await.unwrap(),
+        CreateOutcome::IdempotencyKeysExhausted { retry_after_ms: 10 }
+    );
+    // The bound is read per request: raising it admits the next key at once.
+    let raised = Limits { max_idempotency_keys: 3, ..l };
+    let mut r = req("alice", "general", later, raised);
+    r.idempotency = Some(IdempotencyRequest { key: "d".into(), fingerprint: "fp".into() });
+    created(&*store, r).await;
+}
+
 pub async fn the_cap_holds_under_concurrent_creates(store: Arc<dyn SessionStore>) {
     for on_limit in [OnLimit::Reject, OnLimit::EvictOldest] {
         let user = format!("busy-{on_limit:?}");
@@ -263,6 +304,7 @@ macro_rules! store_suite {
                 stats_count_live_by_tool_set_and_pending_expiries,
                 idempotency_replays_conflicts_and_expires,
                 idempotency_keys_never_cross_users,
+                idempotency_keys_per_user_are_bounded,
                 the_cap_holds_under_concurrent_creates,
             );
         }

@@ -7,6 +7,8 @@
 --   <p>act             HASH tool set -> sessions present (live or not yet reaped)
 --   <p>i:<len>:<user>:<key>  HASH an idempotency record, expiring (the
 --                      user's length makes the key unambiguous)
+--   <p>k:<user>        ZSET the user's idempotency keys, score = when each
+--                      expires (counts them against the per-user bound)
 -- where <p> = "<prefix>:{g:<n>}:".
 local function skey(p, id) return p .. 's:' .. id end
 local function ukey(p, user) return p .. 'u:' .. user end

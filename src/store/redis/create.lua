@@ -1,12 +1,14 @@
 -- Create under the cap, evicting (least recently active first) or refusing,
 -- honouring an idempotency key: one atomic step.
 -- ARGV: p, user, id, tool, now, cap, idle, life, on_limit ('evict'|'reject'),
---       idem_key ('' for none), fingerprint, idem_ttl
+--       idem_key ('' for none), fingerprint, idem_ttl, idem_max
 local p, user, id, tool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, cap, idle, life = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local on_limit, idem, fp, idem_ttl = ARGV[9], ARGV[10], ARGV[11], tonumber(ARGV[12])
+local idem_max = tonumber(ARGV[13])
 -- The user's length first: 'a' + 'b:k' and 'a:b' + 'k' must not meet.
 local ikey = p .. 'i:' .. string.len(user) .. ':' .. user .. ':' .. idem
+local kkey = p .. 'k:' .. user
 
 if idem ~= '' then
   local r = redis.call('HMGET', ikey, 'fp', 'id', 't', 'c', 'a', 'e', 'ev', 'x')
@@ -16,6 +18,12 @@ if idem ~= '' then
     local out = { 'replayed', { r[2], user, r[3], tonumber(r[4]), tonumber(r[5]), tonumber(r[6]), 0, 0 } }
     for ev in string.gmatch(r[7] or '', '[^,]+') do table.insert(out, ev) end
     return out
+  end
+  -- A new key: only unexpired keys count against the bound.
+  redis.call('ZREMRANGEBYSCORE', kkey, '-inf', now)
+  if redis.call('ZCARD', kkey) >= idem_max then
+    local oldest = redis.call('ZRANGE', kkey, 0, 0, 'WITHSCORES')
+    return { 'keys_full', tonumber(oldest[2]) - now }
   end
 end
 
@@ -53,6 +61,10 @@ if idem ~= '' then
   redis.call('HSET', ikey, 'fp', fp, 'id', id, 't', tool, 'c', s.c, 'a', s.a, 'e', s.e,
              'ev', table.concat(ev_ids, ','), 'x', now + idem_ttl)
   redis.call('PEXPIRE', ikey, idem_ttl)
+  redis.call('ZADD', kkey, now + idem_ttl, idem)
+  -- The index lives as long as its longest-lived key (the TTL may have been
+  -- lowered at runtime since an earlier key was added).
+  if redis.call('PTTL', kkey) < idem_ttl then redis.call('PEXPIRE', kkey, idem_ttl) end
 end
 local out = { 'created', wire(s) }
 for _, e in ipairs(evicted) do table.insert(out, wire(e)) end

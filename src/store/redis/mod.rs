@@ -169,6 +169,7 @@ impl SessionStore for RedisStore {
             s(key),
             s(fp),
             i(l.idempotency_ttl_ms),
+            i(i64::from(l.max_idempotency_keys)),
         ];
         let reply = self.run(&CREATE, &p, args).await?;
         let parts = items(&reply)?;
@@ -183,6 +184,9 @@ impl SessionStore for RedisStore {
                 evicted_ids: parts[2..].iter().map(id).collect::<Result<_, _>>()?,
             }),
             "conflict" => Ok(CreateOutcome::IdempotencyConflict),
+            "keys_full" => Ok(CreateOutcome::IdempotencyKeysExhausted {
+                retry_after_ms: int(parts.get(1).ok_or_else(|| bad("keys_full without a wait"))?)?,
+            }),
             "rejected" => Ok(CreateOutcome::LimitReached {
                 retry_after_ms: int(parts.get(1).ok_or_else(|| bad("rejected without a wait"))?)?,
                 live: parts[2..].iter().map(id).collect::<Result<_, _>>()?,
