@@ -9,13 +9,12 @@ use super::AppState;
 use super::problem::{PROBLEM_JSON, PendingProblem, Problem, ServerFault};
 use crate::auth::Principal;
 use crate::telemetry::RequestContext;
-use crate::telemetry::catalog::{self, values};
+use crate::telemetry::catalog::values;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, Response, header};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
-use metrics::Label;
 use opentelemetry::trace::TraceId;
 use std::sync::Arc;
 use std::time::Instant;
@@ -89,8 +88,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     context
         .scope(async move {
             let metrics = state.metrics.clone();
-            let active = metrics
-                .gauge(catalog::HTTP_SERVER_ACTIVE_REQUESTS, vec![Label::new("http_request_method", method)]);
+            let active = metrics.http_active(method);
             active.increment(1.0);
             let mut response = next.run(req).instrument(span.clone()).await;
             active.decrement(1.0);
@@ -113,16 +111,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
             }
 
             let elapsed = started.elapsed();
-            metrics
-                .histogram(
-                    catalog::HTTP_SERVER_REQUEST_DURATION,
-                    vec![
-                        Label::new("http_request_method", method),
-                        Label::new("http_route", route.clone()),
-                        Label::new("http_response_status_code", status.as_u16().to_string()),
-                    ],
-                )
-                .record(elapsed.as_secs_f64());
+            metrics.http_duration(method, &route, status.as_u16()).record(elapsed.as_secs_f64());
 
             // One line per request; `request_id`, `trace_id` and `span_id` come
             // from the request context.

@@ -123,7 +123,14 @@ impl Events {
     }
 
     pub fn ratelimit_decision(&self, policy: &Arc<str>, decision: &'static str) {
-        self.metrics.counter(catalog::RATELIMIT_DECISIONS, decision_labels(policy, decision)).increment(1);
+        use super::metrics::{PairKey, PairKeyRef};
+        let m = &self.metrics;
+        m.decisions
+            .get(&PairKeyRef(policy, decision), || {
+                let c = m.counter(catalog::RATELIMIT_DECISIONS, decision_labels(policy, decision));
+                (PairKey(policy.clone(), decision), c)
+            })
+            .increment(1);
     }
 
     pub fn per_ip_limited(&self) {
@@ -152,8 +159,14 @@ impl Events {
 
     /// One store operation finished.
     pub fn store_operation(&self, backend: &'static str, operation: &'static str, took: Duration, ok: bool) {
-        self.metrics
-            .histogram(catalog::STORE_OPERATION_DURATION, store_labels(backend, operation))
+        let m = &self.metrics;
+        m.store_durations
+            .get(&(backend, operation), || {
+                (
+                    (backend, operation),
+                    m.histogram(catalog::STORE_OPERATION_DURATION, store_labels(backend, operation)),
+                )
+            })
             .record(took.as_secs_f64());
         if !ok {
             self.metrics.counter(catalog::STORE_ERRORS, store_labels(backend, operation)).increment(1);

@@ -16,6 +16,74 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// `process_*` (CPU, resident memory, open fds, start time), read at scrape time.
     process: metrics_process::Collector,
+    /// Handles of the per-request series, by their label values.
+    http_durations: Handles<HttpKey, Histogram>,
+    http_active: Handles<&'static str, Gauge>,
+    pub(crate) decisions: Handles<PairKey, Counter>,
+    pub(crate) store_durations: Handles<(&'static str, &'static str), Histogram>,
+}
+
+/// Handles already registered, by label values. Registering builds a `Key`
+/// (a label vector, owned strings, a hash) and looks it up in the recorder's
+/// registry; the series of every request are looked up here instead, by
+/// borrowed values, and the handle is cloned (one reference count). Label
+/// values are bounded sets (routes, statuses, policies), so the map is too.
+pub(crate) struct Handles<K, H> {
+    map: parking_lot::RwLock<hashbrown::HashMap<K, H>>,
+}
+
+impl<K: std::hash::Hash + Eq, H: Clone> Handles<K, H> {
+    fn new() -> Self {
+        Self { map: parking_lot::RwLock::new(hashbrown::HashMap::new()) }
+    }
+
+    /// The handle for `key`; `make` registers it the first time.
+    pub(crate) fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, H)) -> H
+    where
+        Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
+    {
+        if let Some(h) = self.map.read().get(key) {
+            return h.clone();
+        }
+        let (k, h) = make();
+        self.map.write().entry(k).or_insert(h).clone()
+    }
+}
+
+/// `(method, route, status)` of `http_server_request_duration_seconds`.
+#[derive(Hash, PartialEq, Eq)]
+struct HttpKey {
+    method: &'static str,
+    route: Box<str>,
+    status: u16,
+}
+
+/// The borrowed form of `HttpKey`; hashes the same.
+#[derive(Hash)]
+struct HttpKeyRef<'a> {
+    method: &'static str,
+    route: &'a str,
+    status: u16,
+}
+
+impl hashbrown::Equivalent<HttpKey> for HttpKeyRef<'_> {
+    fn equivalent(&self, k: &HttpKey) -> bool {
+        self.method == k.method && self.route == &*k.route && self.status == k.status
+    }
+}
+
+/// A configured name and a fixed value (`policy`, `decision`).
+#[derive(Hash, PartialEq, Eq)]
+pub(crate) struct PairKey(pub(crate) std::sync::Arc<str>, pub(crate) &'static str);
+
+/// The borrowed form of `PairKey`; hashes the same.
+#[derive(Hash)]
+pub(crate) struct PairKeyRef<'a>(pub(crate) &'a str, pub(crate) &'static str);
+
+impl hashbrown::Equivalent<PairKey> for PairKeyRef<'_> {
+    fn equivalent(&self, k: &PairKey) -> bool {
+        self.0 == &*k.0 && self.1 == k.1
+    }
 }
 
 impl Default for Metrics {
@@ -45,7 +113,15 @@ impl Metrics {
         // The collector records through the `metrics` macros: point them at this recorder.
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
-        Self { recorder, handle, process }
+        Self {
+            recorder,
+            handle,
+            process,
+            http_durations: Handles::new(),
+            http_active: Handles::new(),
+            decisions: Handles::new(),
+            store_durations: Handles::new(),
+        }
     }
 
     /// The Prometheus text exposition, with the process figures read now.
@@ -73,6 +149,34 @@ impl Metrics {
 
     pub fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
         self.recorder.register_histogram(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// `http_server_request_duration_seconds` of one method, route and status.
+    pub fn http_duration(&self, method: &'static str, route: &str, status: u16) -> Histogram {
+        self.http_durations.get(&HttpKeyRef { method, route, status }, || {
+            let h = self.histogram(
+                catalog::HTTP_SERVER_REQUEST_DURATION,
+                vec![
+                    Label::new("http_request_method", method),
+                    Label::new("http_route", route.to_string()),
+                    Label::new("http_response_status_code", status.to_string()),
+                ],
+            );
+            (HttpKey { method, route: route.into(), status }, h)
+        })
+    }
+
+    /// `http_server_active_requests` of one method.
+    pub fn http_active(&self, method: &'static str) -> Gauge {
+        self.http_active.get(&method, || {
+            (
+                method,
+                self.gauge(
+                    catalog::HTTP_SERVER_ACTIVE_REQUESTS,
+                    vec![Label::new("http_request_method", method)],
+                ),
+            )
+        })
     }
 
     /// `sessiongate_build_info` = 1.

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod events;
 pub mod log_format;
+pub mod log_writer;
 pub mod metrics;
 pub mod otel;
 pub mod trace_context;
@@ -21,7 +22,7 @@ use tracing_subscriber::EnvFilter;
 /// Hold it for the life of the process; `shutdown` flushes what is buffered:
 /// log lines, and spans when exporting.
 pub struct TelemetryGuard {
-    _log: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _log: Option<log_writer::LogWriterGuard>,
     tracer: Option<SdkTracerProvider>,
 }
 
@@ -48,7 +49,8 @@ impl TelemetryGuard {
 /// a request's instructions in the callgrind profile noted in the README):
 /// the log layer sees only events — request ids and trace ids come from a
 /// task-local (`trace_context`), not from span fields — and lines are written
-/// by a background thread (never dropped: a full buffer blocks).
+/// by a background thread in batches (`log_writer`; never dropped: a full
+/// buffer blocks).
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::layer::SubscriberExt;
@@ -58,8 +60,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let settings = otel::OtlpSettings::from_env(|k| std::env::var(k).ok())?;
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     let only_events = filter_fn(|meta| meta.is_event());
-    let (writer, log_guard) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
+    let (writer, log_guard) = log_writer::batch_writer(std::io::stdout());
     let style = match config.log_format {
         LogFormat::Json => log_format::Style::Json,
         LogFormat::Pretty => log_format::Style::Text,
