@@ -207,7 +207,7 @@ impl Application {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         // Forget IPs whose bucket has refilled: memory follows active clients.
-                        _ = tick.tick() => config.limiter().retain_recent(),
+                        _ = tick.tick() => config.config.limiter().retain_recent(),
                     }
                 }
             })

@@ -182,8 +182,49 @@ fn render_problem(
     Response::from_parts(parts, Body::from(body))
 }
 
-/// Authenticate the caller of a `/v1` route and hand the principal on.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
+/// The gate of every `/v1` route, in one layer (each layer is a service
+/// cloned, called and dropped per request): the per-IP limit first, so a
+/// flood never reaches the token verifier; then authentication; then the
+/// per-principal limits.
+pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
+    if let Some(limit) = &state.per_ip
+        && let Some(refused) = per_ip(&state, limit, &req)
+    {
+        return refused;
+    }
+    authenticate(state, req, next).await
+}
+
+/// The per-IP GCRA (governor's keyed limiter, with tower-governor's
+/// configuration): `Some` is the refusal.
+fn per_ip(state: &AppState, per_ip: &super::PerIp, req: &Request) -> Option<Response<Body>> {
+    use governor::clock::Clock;
+    use tower_governor::key_extractor::KeyExtractor;
+    let key = match per_ip.client_ip.extract(req) {
+        Ok(key) => key,
+        Err(e) => {
+            return Some(
+                super::problem::ApiError::Internal(anyhow::anyhow!("per-IP limiter: {e}")).into_response(),
+            );
+        }
+    };
+    let limiter = per_ip.config.limiter();
+    let refused = limiter.check_key(&key).err()?;
+    state.events.per_ip_limited();
+    let wait = refused.wait_time_from(limiter.clock().now());
+    Some(
+        super::problem::ApiError::RateLimited {
+            // Whole seconds, rounded down by `as_secs`: one more is never early.
+            retry_after_secs: wait.as_secs() + 1,
+            violated: vec![Arc::from(crate::telemetry::catalog::values::PER_IP_POLICY)],
+            headers: None,
+        }
+        .into_response(),
+    )
+}
+
+/// Authenticate the caller and hand the principal on.
+async fn authenticate(state: AppState, mut req: Request, next: Next) -> Response<Body> {
     let headers = req.headers();
     let outcome = state
         .auth
@@ -195,8 +236,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     match outcome {
         Ok(principal) => {
             let kind = principal.kind_str();
-            req.extensions_mut().insert(principal);
-            let mut response = next.run(req).await;
+            req.extensions_mut().insert(principal.clone());
+            let mut response = limit_principal(&state, &principal, req, next).await;
             response.extensions_mut().insert(PrincipalKind(kind));
             response
         }
@@ -211,16 +252,18 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 /// this route is checked in one step; the headers go on the response, and
 /// in-flight slots are held until the response is produced (or the request
 /// is dropped).
-pub async fn limit_principal(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
+async fn limit_principal(
+    state: &AppState,
+    principal: &Principal,
+    req: Request,
+    next: Next,
+) -> Response<Body> {
     use crate::ratelimit::Decision;
-    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
-        return next.run(req).await;
-    };
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
     let method = method_label(req.method());
+    let route = req.extensions().get::<MatchedPath>().map_or("", |p| p.as_str());
     let span =
         tracing::info_span!("ratelimit.check", otel.kind = "internal", ratelimit.decision = field::Empty);
-    let decision = state.limiter.check(&principal, method, &route).instrument(span.clone()).await;
+    let decision = state.limiter.check(principal, method, route).instrument(span.clone()).await;
     span.record(
         "ratelimit.decision",
         match &decision {

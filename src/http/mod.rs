@@ -56,7 +56,7 @@ pub struct AppParts {
     pub draining: Arc<AtomicBool>,
     pub limiter: Arc<RateLimiter>,
     /// The per-IP GCRA; `None` when `rate_limit.per_ip.per_second = 0`.
-    pub per_ip: Option<Arc<PerIpConfig>>,
+    pub per_ip: Option<Arc<PerIp>>,
     pub runtime: Arc<crate::runtime::RuntimeConfig>,
     /// `/openapi.json`, rendered once: it depends only on the configured tool sets.
     pub openapi: Arc<str>,
@@ -65,6 +65,14 @@ pub struct AppParts {
 /// The per-IP limiter's configuration (tower-governor, keyed by client IP).
 pub type PerIpConfig =
     tower_governor::governor::GovernorConfig<ClientIp, governor::middleware::NoOpMiddleware>;
+
+/// The per-IP limit: governor's keyed GCRA as tower-governor configures it,
+/// checked by `middleware::gate` (not as a layer of its own), and the
+/// client-IP key it is checked under.
+pub struct PerIp {
+    pub config: PerIpConfig,
+    pub client_ip: ClientIp,
+}
 
 /// Every `/v1` route as `METHOD /template`: what rate-limit policies may name.
 pub const LIMITABLE_ROUTES: &[&str] = &[
@@ -83,66 +91,45 @@ pub const LIMITABLE_ROUTES: &[&str] = &[
 ];
 
 /// The per-IP layer's configuration, or `None` when it is off.
-pub fn per_ip_config(per_second: u32, burst: u32, trusted: &[ipnet::IpNet]) -> Option<Arc<PerIpConfig>> {
+pub fn per_ip_config(per_second: u32, burst: u32, trusted: &[ipnet::IpNet]) -> Option<Arc<PerIp>> {
     if per_second == 0 {
         return None;
     }
+    let client_ip = ClientIp::new(trusted);
     tower_governor::governor::GovernorConfigBuilder::default()
         .period(std::time::Duration::from_nanos(1_000_000_000 / u64::from(per_second)))
         .burst_size(burst)
-        .key_extractor(ClientIp::new(trusted))
+        .key_extractor(client_ip.clone())
         .finish()
-        .map(Arc::new)
+        .map(|config| Arc::new(PerIp { config, client_ip }))
 }
 
 /// Every route, every layer. `serve_metrics` is false when `/metrics` has its
 /// own listener.
 pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Router {
+    // Full paths and `merge`, not `nest`: a nested router costs a prefix strip
+    // and a second routing step per request.
     let admin = Router::new()
-        .route("/sessions", get(handlers::admin_list_sessions))
-        .route("/users/{user}/sessions", axum::routing::delete(handlers::admin_revoke_user))
-        .route("/config", get(handlers::admin_get_config).patch(handlers::admin_patch_config))
+        .route("/v1/admin/sessions", get(handlers::admin_list_sessions))
+        .route("/v1/admin/users/{user}/sessions", axum::routing::delete(handlers::admin_revoke_user))
+        .route("/v1/admin/config", get(handlers::admin_get_config).patch(handlers::admin_patch_config))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_admin));
 
+    // One gate on every /v1 route: per-IP limit, authentication, per-principal limits.
     let v1 = Router::new()
-        .route("/tool-sets", get(handlers::list_tool_sets))
-        .route("/sessions", post(handlers::create_session).get(handlers::list_sessions))
+        .route("/v1/tool-sets", get(handlers::list_tool_sets))
+        .route("/v1/sessions", post(handlers::create_session).get(handlers::list_sessions))
         .route(
-            "/sessions/{id}",
+            "/v1/sessions/{id}",
             get(handlers::get_session).patch(handlers::migrate_session).delete(handlers::delete_session),
         )
-        .route("/sessions/{id}/heartbeat", post(handlers::heartbeat))
-        .route("/sessions/{id}/queries", post(handlers::query))
-        .nest("/admin", admin)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::limit_principal))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate));
-    // Outermost on /v1: the per-IP limit, so floods never reach the token verifier.
-    let v1 = match &state.per_ip {
-        Some(config) => {
-            let events = state.events.clone();
-            v1.route_layer(tower_governor::GovernorLayer::new(config.clone()).error_handler(move |e| {
-                use tower_governor::GovernorError;
-                match e {
-                    GovernorError::TooManyRequests { wait_time, .. } => {
-                        events.per_ip_limited();
-                        problem::ApiError::RateLimited {
-                            // governor rounds its wait down: one more second is never early.
-                            retry_after_secs: wait_time + 1,
-                            violated: vec![Arc::from(crate::telemetry::catalog::values::PER_IP_POLICY)],
-                            headers: None,
-                        }
-                        .into_response()
-                    }
-                    other => problem::ApiError::Internal(anyhow::anyhow!("per-IP limiter: {other}"))
-                        .into_response(),
-                }
-            }))
-        }
-        None => v1,
-    };
+        .route("/v1/sessions/{id}/heartbeat", post(handlers::heartbeat))
+        .route("/v1/sessions/{id}/queries", post(handlers::query))
+        .merge(admin)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::gate));
 
     let mut app = Router::new()
-        .nest("/v1", v1)
+        .merge(v1)
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/openapi.json", get(handlers::openapi));

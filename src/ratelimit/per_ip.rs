@@ -81,13 +81,9 @@ impl KeyExtractor for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .ok_or(GovernorError::UnableToExtractKey)?;
-        let lines: Vec<&str> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.to_str().unwrap_or("invalid"))
-            .collect();
-        Ok(self.resolve(peer, lines.into_iter()))
+        let lines =
+            req.headers().get_all("x-forwarded-for").into_iter().map(|v| v.to_str().unwrap_or("invalid"));
+        Ok(self.resolve(peer, lines))
     }
 }
 
