@@ -371,9 +371,42 @@ async fn main() {
 
     // Every abandoned session expires after idle_ttl; the reaper sweeps it.
     tokio::time::sleep(Duration::from_secs(a.idle_ttl + 5)).await;
+    // Connections close asynchronously (a client's pooled connection, the
+    // server's task noticing it): give tasks and fds up to 15 s more to get
+    // back to their level. A leak never does.
+    let mut after = sample(&probe, &a, &held, &c, start, 0.0).await;
+    for _ in 0..15 {
+        if after.tasks <= before.tasks && after.fds <= before.fds {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        after = sample(&probe, &a, &held, &c, start, 0.0).await;
+    }
+    if after.fds > before.fds {
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", a.pid))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!("open fds after the load: {fds:?}");
+        // Which TCP peers those sockets have (hex local and remote
+        // address:port, by inode), to tell a Redis connection from an HTTP one.
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default()
+            + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+        for fd in &fds {
+            let Some(inode) = fd.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) else { continue };
+            for line in table.lines() {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                if cols.get(9) == Some(&inode) {
+                    println!("  socket {inode}: local {} remote {} state {}", cols[1], cols[2], cols[3]);
+                }
+            }
+        }
+    }
     let page = metrics_page(&probe, &a.url).await;
-    let after = sample(&probe, &a, &held, &c, start, 0.0).await;
-    println!("\nafter the load and idle_ttl + 5 s:");
+    println!("\nafter the load and idle_ttl + 5 s (t = {} s):", after.at);
     print_header();
     print(&after);
 

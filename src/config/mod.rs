@@ -23,6 +23,10 @@ use std::time::Duration;
 /// `sessions.max_per_user`.
 pub const ENV_PREFIX: &str = "SESSIONGATE__";
 
+/// The largest rate limit: `RateLimit-Policy` carries it as a structured-field
+/// Integer, which has at most 15 digits (RFC 9651).
+pub const MAX_LIMIT: u64 = 999_999_999_999_999;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -522,6 +526,8 @@ impl Config {
                 "auth.jwks_url: must be an https:// URL (http:// only on a loopback host)",
             );
         }
+        // jsonwebtoken computes `now - leeway`: a leeway beyond the epoch overflows.
+        check(a.leeway <= Duration::from_secs(300), "auth.leeway: must be at most 5m");
         check(a.jwks_refresh >= Duration::from_secs(1), "auth.jwks_refresh: must be at least 1s");
         check(a.jwks_cooldown <= a.jwks_refresh, "auth.jwks_cooldown: must not exceed auth.jwks_refresh");
         let mut ids = std::collections::HashSet::new();
@@ -585,6 +591,7 @@ impl Config {
             );
             check(names.insert(&p.name), &format!("{key}.name: {:?} is defined twice", p.name));
             check(p.limit >= 1, &format!("{key}.limit: must be at least 1"));
+            check(p.limit <= MAX_LIMIT, &format!("{key}.limit: must be at most {MAX_LIMIT}"));
             match (p.kind, p.window) {
                 (PolicyKind::Window, None) => {
                     check(false, &format!("{key}.window: required for a window policy"))
@@ -610,6 +617,10 @@ impl Config {
                     &format!("{key}.overrides[{j}]: set exactly one of role or api_key"),
                 );
                 check(o.limit >= 1, &format!("{key}.overrides[{j}].limit: must be at least 1"));
+                check(
+                    o.limit <= MAX_LIMIT,
+                    &format!("{key}.overrides[{j}].limit: must be at most {MAX_LIMIT}"),
+                );
                 if let Some(id) = &o.api_key {
                     check(
                         self.auth.api_keys.iter().any(|k| &k.id == id),

@@ -274,7 +274,10 @@ mod tests {
         assert_eq!(v["ok"], true);
         assert_eq!(v["ms"], 1.5);
         assert_eq!(v["weird"], "a\"b\\c\nd\u{1}");
-        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        let ts = v["timestamp"].as_str().unwrap();
+        assert!(ts.len() == 27 && ts.ends_with('Z'), "{ts}");
+        let parsed = chrono::DateTime::parse_from_rfc3339(ts).unwrap();
+        assert!((chrono::Utc::now() - parsed.to_utc()).num_seconds().abs() < 5, "{ts}");
         assert!(v.get("trace_id").is_none(), "no request, no trace id");
     }
 

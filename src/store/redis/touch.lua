@@ -9,7 +9,7 @@ local previous = s.t
 if kind == 'q' then
   s.n = s.n + 1
 elseif kind == 'm' and tool ~= s.t then
-  redis.call('HINCRBY', p .. 'act', s.t, -1)
+  if redis.call('HINCRBY', p .. 'act', s.t, -1) <= 0 then redis.call('HDEL', p .. 'act', s.t) end
   redis.call('HINCRBY', p .. 'act', tool, 1)
   s.t = tool
   s.n = 0
