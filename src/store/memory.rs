@@ -153,9 +153,10 @@ impl Shard {
     }
 
     /// If the user holds the most unexpired idempotency keys allowed, the
-    /// wait until the oldest expires. Expired records still in the map (the
-    /// reaper removes them in order) are dropped here first, so only
-    /// unexpired keys count.
+    /// wait until they hold fewer: until the oldest expires, or, when the
+    /// bound was lowered below what they hold, until enough have. Expired
+    /// records still in the map (the reaper removes them in order) are dropped
+    /// here first, so only unexpired keys count.
     fn idempotency_full(&mut self, user: &str, limits: &Limits, now: Millis) -> Option<Millis> {
         let map = self.users.get_mut(user)?.idempotency.as_mut()?;
         let max = limits.max_idempotency_keys as usize;
@@ -168,7 +169,9 @@ impl Shard {
         if map.len() < max {
             return None;
         }
-        map.values().map(|r| r.expires_at - now).min()
+        let mut waits: Vec<Millis> = map.values().map(|r| r.expires_at - now).collect();
+        let at = waits.len() - max;
+        Some(*waits.select_nth_unstable(at).1)
     }
 
     fn create(&mut self, req: CreateRequest) -> CreateOutcome {

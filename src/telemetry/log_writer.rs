@@ -8,11 +8,15 @@
 //! the writer thread is woken once per batch (when a line lands in an empty
 //! buffer), waits `BATCH_WINDOW` for more, and writes them all at once.
 //!
-//! Lines are never dropped. When stdout cannot keep up and the buffer reaches
-//! `MAX_BUFFERED` bytes, writers wait for the background thread (the same
-//! back-pressure as a blocking channel). A line reaches stdout at most
-//! `BATCH_WINDOW` after it was logged; `LogWriterGuard` flushes the rest when
-//! dropped (at the end of `main`).
+//! Lines are not dropped while the writer thread runs. When stdout cannot keep
+//! up and the buffer reaches `MAX_BUFFERED` bytes, writers wait for the
+//! background thread (the same back-pressure as a blocking channel). While
+//! stdout keeps up, a line reaches it at most `BATCH_WINDOW` (plus the write
+//! in progress) after it was logged. `LogWriterGuard` flushes the rest when
+//! dropped (at the end of `main`), waiting at most `SHUTDOWN_WAIT`: a stdout
+//! nobody reads must not keep the process from exiting. Once the thread has
+//! stopped (shut down, or died), writers never wait, and lines past
+//! `MAX_BUFFERED` are dropped.
 //!
 //! Knows nothing of the line format (see `log_format`).
 
@@ -25,6 +29,8 @@ use std::time::Duration;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
 /// Buffered bytes at which writers wait for the writer thread.
 pub const MAX_BUFFERED: usize = 4 << 20;
+/// How long dropping the guard waits for the last batch to be written.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 struct State {
     buf: Vec<u8>,
@@ -49,6 +55,22 @@ pub struct BatchWriter {
 pub struct LogWriterGuard {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Disconnected when the writer thread has ended (normally or not).
+    ended: std::sync::mpsc::Receiver<()>,
+}
+
+/// Held by the writer thread: when it ends, however it ends, writers stop
+/// waiting for it and the guard stops waiting too.
+struct EndOfThread {
+    shared: Arc<Shared>,
+    _ended: std::sync::mpsc::Sender<()>,
+}
+
+impl Drop for EndOfThread {
+    fn drop(&mut self) {
+        self.shared.state.lock().closed = true;
+        self.shared.room.notify_all();
+    }
 }
 
 /// A writer to `out` and the guard that owns its thread.
@@ -58,12 +80,16 @@ pub fn batch_writer<W: Write + Send + 'static>(out: W) -> (BatchWriter, LogWrite
         work: Condvar::new(),
         room: Condvar::new(),
     });
-    let s = shared.clone();
+    let (ended_tx, ended) = std::sync::mpsc::channel();
+    let end = EndOfThread { shared: shared.clone(), _ended: ended_tx };
     let thread = std::thread::Builder::new()
         .name("sessiongate-log".into())
-        .spawn(move || run(&s, out))
+        .spawn(move || {
+            let end = end;
+            run(&end.shared, out);
+        })
         .expect("the log writer thread starts");
-    (BatchWriter { shared: shared.clone() }, LogWriterGuard { shared, thread: Some(thread) })
+    (BatchWriter { shared: shared.clone() }, LogWriterGuard { shared, thread: Some(thread), ended })
 }
 
 fn run<W: Write>(shared: &Shared, mut out: W) {
@@ -102,6 +128,10 @@ impl BatchWriter {
         while state.buf.len() >= MAX_BUFFERED && !state.closed {
             self.shared.room.wait(&mut state);
         }
+        if state.closed && state.buf.len() >= MAX_BUFFERED {
+            // Nobody will write it: bounded, not kept.
+            return;
+        }
         let was_empty = state.buf.is_empty();
         state.buf.extend_from_slice(line);
         drop(state);
@@ -135,7 +165,14 @@ impl Drop for LogWriterGuard {
         self.shared.state.lock().closed = true;
         self.shared.work.notify_one();
         self.shared.room.notify_all();
-        if let Some(t) = self.thread.take() {
+        // Wait for the last batch, but not forever: a stdout nobody reads
+        // would block the write, and with it the exit.
+        if let Some(t) = self.thread.take()
+            && !matches!(
+                self.ended.recv_timeout(SHUTDOWN_WAIT),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            )
+        {
             let _ = t.join();
         }
     }
@@ -204,6 +241,32 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(sink.0.lock().unwrap().0, b"one\n");
+    }
+
+    #[test]
+    fn a_stdout_nobody_reads_delays_shutdown_by_at_most_the_wait() {
+        struct Stuck;
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                std::thread::sleep(Duration::from_secs(3600));
+                unreachable!()
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (mut writer, guard) = batch_writer(Stuck);
+        writer.write_all(b"never written\n").unwrap();
+        std::thread::sleep(BATCH_WINDOW * 3);
+        let started = std::time::Instant::now();
+        drop(guard);
+        let took = started.elapsed();
+        assert!(took >= SHUTDOWN_WAIT && took < SHUTDOWN_WAIT * 3, "{took:?}");
+        // Writers are not held back by a thread that will never take a batch.
+        for _ in 0..(MAX_BUFFERED / 1024 + 10) {
+            writer.write_all(&[b'x'; 1024]).unwrap();
+        }
+        assert!(writer.shared.state.lock().buf.len() <= MAX_BUFFERED + 1024);
     }
 
     #[test]

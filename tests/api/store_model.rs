@@ -114,14 +114,17 @@ impl Model {
                     return if *t == tool { Out::Replayed(snap.id, ev.clone()) } else { Out::Conflict };
                 }
                 if key.is_some() {
-                    let held: Vec<i64> = self
+                    let mut held: Vec<i64> = self
                         .idem
                         .iter()
                         .filter(|((u, _), (_, exp, _, _))| *u == user && *exp > now)
                         .map(|(_, (_, exp, _, _))| *exp)
                         .collect();
-                    if held.len() >= l.max_idempotency_keys as usize {
-                        return Out::KeysFull(held.iter().min().unwrap() - now);
+                    let max = l.max_idempotency_keys as usize;
+                    if held.len() >= max {
+                        // Until fewer than `max` are held.
+                        held.sort();
+                        return Out::KeysFull(held[held.len() - max] - now);
                     }
                 }
                 let live: Vec<M> = self.live(user, now).into_iter().cloned().collect();

@@ -261,6 +261,16 @@ pub async fn idempotency_keys_per_user_are_bounded(store: Arc<dyn SessionStore>)
     let mut r = req("alice", "general", later, raised);
     r.idempotency = Some(IdempotencyRequest { key: "d".into(), fingerprint: "fp".into() });
     created(&*store, r).await;
+    // Lowered to 1 while b, c and d are held: fewer than 1 means all three
+    // gone, so the wait runs to c's and d's expiry (`later` + ttl), not just
+    // to the oldest's (b, in 10 ms): never early.
+    let lowered = Limits { max_idempotency_keys: 1, ..l };
+    let mut r = req("alice", "general", later, lowered);
+    r.idempotency = Some(IdempotencyRequest { key: "e".into(), fingerprint: "fp".into() });
+    assert_eq!(
+        store.create(r).await.unwrap(),
+        CreateOutcome::IdempotencyKeysExhausted { retry_after_ms: 3_600_000 }
+    );
 }
 
 pub async fn the_cap_holds_under_concurrent_creates(store: Arc<dyn SessionStore>) {

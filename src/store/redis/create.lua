@@ -19,11 +19,17 @@ if idem ~= '' then
     for ev in string.gmatch(r[7] or '', '[^,]+') do table.insert(out, ev) end
     return out
   end
-  -- A new key: only unexpired keys count against the bound.
+  -- A new key: only unexpired keys count against the bound. This key's own
+  -- entry, if its record is already gone (PEXPIRE runs on Redis's clock,
+  -- expiry is judged on the caller's), does not count against it.
   redis.call('ZREMRANGEBYSCORE', kkey, '-inf', now)
-  if redis.call('ZCARD', kkey) >= idem_max then
-    local oldest = redis.call('ZRANGE', kkey, 0, 0, 'WITHSCORES')
-    return { 'keys_full', tonumber(oldest[2]) - now }
+  redis.call('ZREM', kkey, idem)
+  local held = redis.call('ZCARD', kkey)
+  if held >= idem_max then
+    -- The wait until fewer than idem_max are held (more than one may have to
+    -- expire when the bound was lowered).
+    local nth = redis.call('ZRANGE', kkey, held - idem_max, held - idem_max, 'WITHSCORES')
+    return { 'keys_full', tonumber(nth[2]) - now }
   end
 end
 
