@@ -61,10 +61,10 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     let started = Instant::now();
     let request_id: Arc<str> = Arc::from(accept_request_id(req.headers().get(REQUEST_ID)));
     let method = method_label(req.method());
-    let matched_path = req.extensions().get::<MatchedPath>();
-    let route = matched_path.map_or(values::UNMATCHED_ROUTE, |p| p.as_str()).to_string();
+    // Shared (an `Arc`), not copied: it outlives the request it came with.
+    let matched_path = req.extensions().get::<MatchedPath>().cloned();
     // The route template when one matched (spans name unmatched requests by method only).
-    let matched = matched_path.is_some().then_some(route.as_str());
+    let matched = matched_path.as_ref().map(MatchedPath::as_str);
 
     // Recorded only when spans are exported (see `telemetry::otel`); otherwise
     // disabled, and every use of it below costs nothing.
@@ -87,6 +87,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     let request_id = context.request_id.clone();
     context
         .scope(async move {
+            let route = matched_path.as_ref().map_or(values::UNMATCHED_ROUTE, MatchedPath::as_str);
             let metrics = state.metrics.clone();
             let active = metrics.http_active(method);
             active.increment(1.0);
@@ -111,7 +112,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
             }
 
             let elapsed = started.elapsed();
-            metrics.http_duration(method, &route, status.as_u16()).record(elapsed.as_secs_f64());
+            metrics.http_duration(method, route, status.as_u16()).record(elapsed.as_secs_f64());
 
             // One line per request; `request_id`, `trace_id` and `span_id` come
             // from the request context.
@@ -120,14 +121,14 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
             let status = status.as_u16();
             if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
                 tracing::error!(
-                    http.request.method = method, http.route = route.as_str(),
+                    http.request.method = method, http.route = route,
                     http.response.status_code = status, duration_ms, principal, error = %cause,
                     "request failed"
                 );
             } else if route.starts_with("/v1/") || status >= 400 {
                 tracing::info!(
                     http.request.method = method,
-                    http.route = route.as_str(),
+                    http.route = route,
                     http.response.status_code = status,
                     duration_ms,
                     principal,
@@ -136,7 +137,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
             } else {
                 tracing::debug!(
                     http.request.method = method,
-                    http.route = route.as_str(),
+                    http.route = route,
                     http.response.status_code = status,
                     duration_ms,
                     "request"
@@ -224,7 +225,7 @@ fn per_ip(state: &AppState, per_ip: &super::PerIp, req: &Request) -> Option<Resp
 }
 
 /// Authenticate the caller and hand the principal on.
-async fn authenticate(state: AppState, mut req: Request, next: Next) -> Response<Body> {
+async fn authenticate(state: AppState, req: Request, next: Next) -> Response<Body> {
     let headers = req.headers();
     let outcome = state
         .auth
@@ -236,8 +237,7 @@ async fn authenticate(state: AppState, mut req: Request, next: Next) -> Response
     match outcome {
         Ok(principal) => {
             let kind = principal.kind_str();
-            req.extensions_mut().insert(principal.clone());
-            let mut response = limit_principal(&state, &principal, req, next).await;
+            let mut response = limit_principal(&state, principal, req, next).await;
             response.extensions_mut().insert(PrincipalKind(kind));
             response
         }
@@ -251,11 +251,11 @@ async fn authenticate(state: AppState, mut req: Request, next: Next) -> Response
 /// Per-principal limits, after authentication: every policy that applies to
 /// this route is checked in one step; the headers go on the response, and
 /// in-flight slots are held until the response is produced (or the request
-/// is dropped).
+/// is dropped). An admitted request carries its principal on to the handler.
 async fn limit_principal(
     state: &AppState,
-    principal: &Principal,
-    req: Request,
+    principal: Principal,
+    mut req: Request,
     next: Next,
 ) -> Response<Body> {
     use crate::ratelimit::Decision;
@@ -263,7 +263,7 @@ async fn limit_principal(
     let route = req.extensions().get::<MatchedPath>().map_or("", |p| p.as_str());
     let span =
         tracing::info_span!("ratelimit.check", otel.kind = "internal", ratelimit.decision = field::Empty);
-    let decision = state.limiter.check(principal, method, route).instrument(span.clone()).await;
+    let decision = state.limiter.check(&principal, method, route).instrument(span.clone()).await;
     span.record(
         "ratelimit.decision",
         match &decision {
@@ -275,6 +275,7 @@ async fn limit_principal(
     drop(span);
     match decision {
         Decision::Admitted { headers, guard } => {
+            req.extensions_mut().insert(principal);
             let mut response = next.run(req).await;
             drop(guard);
             if let Some(rl) = headers {

@@ -123,23 +123,11 @@ impl Events {
     }
 
     pub fn ratelimit_decision(&self, policy: &Arc<str>, decision: &'static str) {
-        use super::metrics::{PairKey, PairKeyRef};
-        let m = &self.metrics;
-        m.decisions
-            .get(&PairKeyRef(policy, decision), || {
-                let c = m.counter(catalog::RATELIMIT_DECISIONS, decision_labels(policy, decision));
-                (PairKey(policy.clone(), decision), c)
-            })
-            .increment(1);
+        self.metrics.ratelimit_decision(policy, decision).increment(1);
     }
 
     pub fn per_ip_limited(&self) {
-        self.metrics
-            .counter(
-                catalog::RATELIMIT_DECISIONS,
-                decision_labels(&Arc::from(values::PER_IP_POLICY), "limited"),
-            )
-            .increment(1);
+        self.metrics.ratelimit_decision(values::PER_IP_POLICY, "limited").increment(1);
     }
 
     /// Counted every time; logged at debug (a dead store is reported once by
@@ -159,15 +147,7 @@ impl Events {
 
     /// One store operation finished.
     pub fn store_operation(&self, backend: &'static str, operation: &'static str, took: Duration, ok: bool) {
-        let m = &self.metrics;
-        m.store_durations
-            .get(&(backend, operation), || {
-                (
-                    (backend, operation),
-                    m.histogram(catalog::STORE_OPERATION_DURATION, store_labels(backend, operation)),
-                )
-            })
-            .record(took.as_secs_f64());
+        self.metrics.store_duration(backend, operation).record(took.as_secs_f64());
         if !ok {
             self.metrics.counter(catalog::STORE_ERRORS, store_labels(backend, operation)).increment(1);
         }

@@ -19,8 +19,8 @@ pub struct Metrics {
     /// Handles of the per-request series, by their label values.
     http_durations: Handles<HttpKey, Histogram>,
     http_active: Handles<&'static str, Gauge>,
-    pub(crate) decisions: Handles<PairKey, Counter>,
-    pub(crate) store_durations: Handles<(&'static str, &'static str), Histogram>,
+    decisions: Handles<PairKey, Counter>,
+    store_durations: Handles<(&'static str, &'static str), Histogram>,
 }
 
 /// Handles already registered, by label values. Registering builds a `Key`
@@ -28,7 +28,7 @@ pub struct Metrics {
 /// registry; the series of every request are looked up here instead, by
 /// borrowed values, and the handle is cloned (one reference count). Label
 /// values are bounded sets (routes, statuses, policies), so the map is too.
-pub(crate) struct Handles<K, H> {
+struct Handles<K, H> {
     map: parking_lot::RwLock<hashbrown::HashMap<K, H>>,
 }
 
@@ -38,7 +38,7 @@ impl<K: std::hash::Hash + Eq, H: Clone> Handles<K, H> {
     }
 
     /// The handle for `key`; `make` registers it the first time.
-    pub(crate) fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, H)) -> H
+    fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, H)) -> H
     where
         Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
     {
@@ -74,11 +74,11 @@ impl hashbrown::Equivalent<HttpKey> for HttpKeyRef<'_> {
 
 /// A configured name and a fixed value (`policy`, `decision`).
 #[derive(Hash, PartialEq, Eq)]
-pub(crate) struct PairKey(pub(crate) std::sync::Arc<str>, pub(crate) &'static str);
+struct PairKey(std::sync::Arc<str>, &'static str);
 
 /// The borrowed form of `PairKey`; hashes the same.
 #[derive(Hash)]
-pub(crate) struct PairKeyRef<'a>(pub(crate) &'a str, pub(crate) &'static str);
+struct PairKeyRef<'a>(&'a str, &'static str);
 
 impl hashbrown::Equivalent<PairKey> for PairKeyRef<'_> {
     fn equivalent(&self, k: &PairKey) -> bool {
@@ -163,6 +163,29 @@ impl Metrics {
                 ],
             );
             (HttpKey { method, route: route.into(), status }, h)
+        })
+    }
+
+    /// `sessiongate_ratelimit_decisions_total` of one policy and decision.
+    pub fn ratelimit_decision(&self, policy: &str, decision: &'static str) -> Counter {
+        self.decisions.get(&PairKeyRef(policy, decision), || {
+            let policy: std::sync::Arc<str> = policy.into();
+            let c = self.counter(
+                catalog::RATELIMIT_DECISIONS,
+                vec![Label::new("policy", policy.clone()), Label::new("decision", decision)],
+            );
+            (PairKey(policy, decision), c)
+        })
+    }
+
+    /// `sessiongate_store_operation_duration_seconds` of one backend and operation.
+    pub fn store_duration(&self, backend: &'static str, operation: &'static str) -> Histogram {
+        self.store_durations.get(&(backend, operation), || {
+            let h = self.histogram(
+                catalog::STORE_OPERATION_DURATION,
+                vec![Label::new("backend", backend), Label::new("operation", operation)],
+            );
+            ((backend, operation), h)
         })
     }
 
