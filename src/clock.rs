@@ -55,11 +55,16 @@ impl Clock for ManualClock {
     }
 }
 
-/// RFC 3339 UTC with millisecond precision, e.g. `2026-11-25T10:00:00.123Z`.
+/// The latest instant RFC 3339 (four-digit years) can print: 9999-12-31T23:59:59.999Z.
+const LAST_RFC3339_MS: Millis = 253_402_300_799_999;
+
+/// RFC 3339 UTC with millisecond precision, e.g. `2026-11-25T10:00:00.123Z`;
+/// instants before 1970 or after year 9999 are clamped to those bounds.
+/// (humantime's formatter: a fixed buffer, no calendar tables, several times
+/// cheaper than chrono's on this per-response path.)
 pub fn rfc3339_ms(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    let ms = ms.clamp(0, LAST_RFC3339_MS) as u64;
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 #[cfg(test)]
@@ -70,6 +75,22 @@ mod tests {
     fn formats_with_milliseconds_in_utc() {
         assert_eq!(rfc3339_ms(1_795_600_800_123), "2026-11-25T10:00:00.123Z");
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_001), "2000-02-29T00:00:00.001Z");
+        assert_eq!(rfc3339_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn formats_like_chrono_across_four_centuries() {
+        // Every leap-year rule, month ends and the millisecond field.
+        let mut ms: Millis = 0;
+        while ms < LAST_RFC3339_MS {
+            let chrono = chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            assert_eq!(rfc3339_ms(ms), chrono, "{ms}");
+            ms += 86_399_997 * 7 + 13;
+        }
     }
 
     #[test]

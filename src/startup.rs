@@ -155,6 +155,8 @@ impl Application {
             per_ip,
             runtime,
             openapi,
+            max_body_bytes: config.server.max_body_bytes,
+            request_timeout: config.server.request_timeout,
         });
         Ok(Self { listener, metrics_listener, state, config, dev, jwks })
     }

@@ -36,7 +36,7 @@ pub struct SessionView {
 impl From<&Session> for SessionView {
     fn from(s: &Session) -> Self {
         Self {
-            id: s.id.to_string(),
+            id: s.id.as_hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_string(),
             user_id: s.user_id.to_string(),
             tool_set: s.tool_set.to_string(),
             created_at: rfc3339_ms(s.created_at),

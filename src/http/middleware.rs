@@ -1,9 +1,10 @@
 //! The request envelope and the authentication gates.
 //!
 //! The envelope is the outermost layer: it settles the request id, opens the
-//! server span, measures the request, renders every error as problem+json
+//! server span, applies the body limit and the request timeout, turns a panic
+//! into a 500, measures the request, renders every error as problem+json
 //! (stamping request id and trace id), and writes the one log line per request.
-//! Because it is outermost, a 401 or 429 is still traced, counted and logged.
+//! Because it is outermost, a 401, 408 or 429 is still traced, counted and logged.
 
 use super::AppState;
 use super::problem::{PROBLEM_JSON, PendingProblem, Problem, ServerFault};
@@ -28,7 +29,7 @@ struct PrincipalKind(&'static str);
 
 /// A client-sent request id is kept when it is short and plain; otherwise a
 /// new one is made, so ids are safe to log and echo.
-fn accept_request_id(value: Option<&HeaderValue>) -> String {
+fn accept_request_id(value: Option<&HeaderValue>) -> Arc<str> {
     value
         .and_then(|v| v.to_str().ok())
         .filter(|s| {
@@ -36,8 +37,10 @@ fn accept_request_id(value: Option<&HeaderValue>) -> String {
                 && s.len() <= 128
                 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .map(Arc::from)
+        .unwrap_or_else(|| {
+            Arc::from(&*uuid::Uuid::now_v7().as_hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
+        })
 }
 
 /// `http.request.method` per the semantic conventions: known methods as-is,
@@ -57,9 +60,31 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
+/// The handler's answer; a 408 once `timeout` has passed (the handler's
+/// future is dropped); a 500 when it panicked (a bug, logged by the envelope
+/// with the panic message) instead of a dropped connection.
+async fn guarded(
+    handler: impl std::future::Future<Output = Response<Body>>,
+    timeout: std::time::Duration,
+) -> Response<Body> {
+    use futures::FutureExt;
+    match tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(handler).catch_unwind()).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            super::problem::ApiError::Internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
+        }
+        Err(_) => axum::http::StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
+}
+
+pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
     let started = Instant::now();
-    let request_id: Arc<str> = Arc::from(accept_request_id(req.headers().get(REQUEST_ID)));
+    let request_id = accept_request_id(req.headers().get(REQUEST_ID));
     let method = method_label(req.method());
     // Shared (an `Arc`), not copied: it outlives the request it came with.
     let matched_path = req.extensions().get::<MatchedPath>().cloned();
@@ -91,7 +116,8 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
             let metrics = state.metrics.clone();
             let active = metrics.http_active(method);
             active.increment(1.0);
-            let mut response = next.run(req).instrument(span.clone()).await;
+            axum::extract::DefaultBodyLimit::max(state.max_body_bytes).apply(&mut req);
+            let mut response = guarded(next.run(req), state.request_timeout).instrument(span.clone()).await;
             active.decrement(1.0);
 
             let status = response.status();
@@ -100,6 +126,8 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
             } else if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {
                 response = render_problem(Problem::for_status(status), &request_id, &trace_id, response);
             }
+            // The request id and the four security headers, in one growth.
+            response.headers_mut().reserve(5);
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID, v);
             }
@@ -280,7 +308,7 @@ async fn limit_principal(
             drop(guard);
             if let Some(rl) = headers {
                 let mut extra = Vec::new();
-                super::problem::push_rate_limit_headers(&mut extra, &rl);
+                super::problem::push_rate_limit_headers(&mut extra, rl);
                 response.headers_mut().extend(extra);
             }
             response
@@ -300,5 +328,48 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
     } else {
         state.events.auth_failure(crate::auth::AuthFailure::Forbidden.reason());
         super::problem::ApiError::Forbidden.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn guarded_passes_an_answer_through() {
+        let ok = guarded(async { StatusCode::CREATED.into_response() }, Duration::from_secs(1)).await;
+        assert_eq!(ok.status(), StatusCode::CREATED);
+    }
+
+    #[tokio::test]
+    async fn guarded_turns_a_panic_into_a_500_with_its_message_for_the_log() {
+        let answer = guarded(
+            async {
+                if std::hint::black_box(true) {
+                    panic!("boom {}", 42);
+                }
+                StatusCode::OK.into_response()
+            },
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let fault = answer.extensions().get::<ServerFault>().expect("the cause, for the log line");
+        assert!(fault.0.contains("handler panicked: boom 42"), "{}", fault.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guarded_answers_408_past_the_timeout_and_drops_the_handler() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let slow = async move {
+            let _held = tx;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            StatusCode::OK.into_response()
+        };
+        let answer = guarded(slow, Duration::from_millis(100)).await;
+        assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(rx.await.is_err(), "the handler's future was dropped");
     }
 }

@@ -19,14 +19,11 @@ use crate::ratelimit::per_ip::ClientIp;
 use crate::sessions::SessionService;
 use crate::telemetry::{Events, Metrics};
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 
 /// What every handler can reach: one `Arc`, so each middleware layer's clone
 /// of the state is a single reference count.
@@ -60,6 +57,9 @@ pub struct AppParts {
     pub runtime: Arc<crate::runtime::RuntimeConfig>,
     /// `/openapi.json`, rendered once: it depends only on the configured tool sets.
     pub openapi: Arc<str>,
+    /// `server.max_body_bytes` and `server.request_timeout`, applied by the envelope.
+    pub max_body_bytes: usize,
+    pub request_timeout: std::time::Duration,
 }
 
 /// The per-IP limiter's configuration (tower-governor, keyed by client IP).
@@ -136,19 +136,9 @@ pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Ro
     if serve_metrics {
         app = app.route("/metrics", get(handlers::metrics));
     }
-    let mut app = app
-        // A panic is a bug: answer 500 INTERNAL (logged once by the envelope with
-        // the panic message) instead of dropping the connection.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|panic: Box<dyn std::any::Any + Send>| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            problem::ApiError::Internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
-        }))
-        .layer(DefaultBodyLimit::max(server.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, server.request_timeout));
+    // The request timeout, the panic guard and the body limit are the
+    // envelope's own work, not layers: every `Router::layer` wraps each route
+    // in one more boxed service, cloned per request.
     if !server.cors_allowed_origins.is_empty() {
         app = app.layer(cors(&server.cors_allowed_origins));
     }

@@ -19,8 +19,9 @@ use std::sync::Arc;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// `RateLimit-Policy` and `RateLimit`, on admitted and refused responses alike.
-pub fn push_rate_limit_headers(headers: &mut Vec<(HeaderName, HeaderValue)>, rl: &RateLimitHeaders) {
-    if let (Ok(p), Ok(l)) = (HeaderValue::from_str(&rl.policy), HeaderValue::from_str(&rl.limit)) {
+pub fn push_rate_limit_headers(headers: &mut Vec<(HeaderName, HeaderValue)>, rl: RateLimitHeaders) {
+    // From the `String`s themselves: no copy.
+    if let (Ok(p), Ok(l)) = (HeaderValue::try_from(rl.policy), HeaderValue::try_from(rl.limit)) {
         headers.push((HeaderName::from_static("ratelimit-policy"), p));
         headers.push((HeaderName::from_static("ratelimit"), l));
     }
@@ -190,7 +191,7 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after_secs, violated, headers: rl } => {
                 headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
                 if let Some(rl) = rl {
-                    push_rate_limit_headers(&mut headers, &rl);
+                    push_rate_limit_headers(&mut headers, rl);
                 }
                 let names: Vec<&str> = violated.iter().map(|s| &**s).collect();
                 Problem::new(

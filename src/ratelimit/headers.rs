@@ -9,7 +9,6 @@
 use super::window::{self, Counter};
 use super::{WindowCheck, WindowResult};
 use crate::clock::Millis;
-use std::fmt::Write;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,22 +85,40 @@ impl Report {
     }
 
     pub fn render(&self) -> RateLimitHeaders {
-        let mut policy = String::new();
+        // Pushed piece by piece (itoa for the numbers): this runs on every
+        // admitted request, and the formatting machinery cost more than the check.
+        fn item(out: &mut String, name: &str, pairs: &[(&str, u64)]) {
+            out.push('"');
+            out.push_str(name);
+            out.push('"');
+            for (key, value) in pairs {
+                out.push(';');
+                out.push_str(key);
+                out.push('=');
+                out.push_str(itoa::Buffer::new().format(*value));
+            }
+        }
+        let mut policy = String::with_capacity(32 * self.items.len());
         for (n, i) in self.items.iter().enumerate() {
             if n > 0 {
                 policy.push_str(", ");
             }
-            let _ = match i.window_secs {
-                Some(w) => write!(policy, "\"{}\";q={};w={}", i.name, i.quota, w),
-                None => write!(policy, "\"{}\";q={};qu=\"concurrent-requests\"", i.name, i.quota),
-            };
+            match i.window_secs {
+                Some(w) => item(&mut policy, &i.name, &[("q", i.quota), ("w", w)]),
+                None => {
+                    item(&mut policy, &i.name, &[("q", i.quota)]);
+                    policy.push_str(";qu=\"concurrent-requests\"");
+                }
+            }
         }
-        let limit = self
+        let mut limit = String::with_capacity(40);
+        if let Some(i) = self
             .items
             .iter()
             .min_by(|a, b| a.remaining.cmp(&b.remaining).then(b.reset_secs.cmp(&a.reset_secs)))
-            .map(|i| format!("\"{}\";r={};t={}", i.name, i.remaining, i.reset_secs))
-            .unwrap_or_default();
+        {
+            item(&mut limit, &i.name, &[("r", i.remaining), ("t", i.reset_secs)]);
+        }
         let _ = self.now;
         RateLimitHeaders { policy, limit }
     }

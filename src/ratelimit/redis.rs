@@ -70,8 +70,13 @@ impl LimiterBackend for RedisLimiter {
             args.push(num(c.enforce as i64));
         }
         let key = self.key("rl", principal);
-        let out: Vec<i64> =
+        let reply: Vec<u8> =
             self.redis.script(&WINDOWS, &[&key], &args).await.map_err(|e| LimiterError(e.to_string()))?;
+        let out: Vec<i64> = reply
+            .split(|b| *b == b' ')
+            .map(|n| std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| LimiterError("unexpected reply: not integers".into()))?;
         if out.len() != 1 + 4 * checks.len() {
             return Err(LimiterError(format!("unexpected reply of {} values", out.len())));
         }

@@ -44,9 +44,18 @@ where
     }
 }
 
+/// `"<32 hex digits>"`-style ids without the formatting machinery.
+fn push_hex(line: &mut String, bytes: &[u8]) {
+    let mut buf = [0u8; 32];
+    let hex = &mut buf[..bytes.len() * 2];
+    if hex::encode_to_slice(bytes, hex).is_ok() {
+        line.push_str(std::str::from_utf8(hex).unwrap_or_default());
+    }
+}
+
 fn render(style: Style, event: &Event<'_>) -> String {
     let meta = event.metadata();
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
     let mut line = String::with_capacity(320);
     let mut fields =
         Fields { style, out: String::with_capacity(192), message: None, seen_context: [false; 3] };
@@ -54,8 +63,7 @@ fn render(style: Style, event: &Event<'_>) -> String {
     let Fields { out, message, seen_context, .. } = fields;
     match style {
         Style::Json => {
-            line.push_str("{\"timestamp\":\"");
-            line.push_str(&now);
+            let _ = write!(line, "{{\"timestamp\":\"{now}");
             line.push_str("\",\"level\":\"");
             line.push_str(meta.level().as_str());
             line.push('"');
@@ -75,10 +83,14 @@ fn render(style: Style, event: &Event<'_>) -> String {
                     }
                     // Hex digits: nothing to escape.
                     if !trace_id {
-                        let _ = write!(line, ",\"trace_id\":\"{}\"", c.trace_id);
+                        line.push_str(",\"trace_id\":\"");
+                        push_hex(&mut line, &c.trace_id.to_bytes());
+                        line.push('"');
                     }
                     if !span_id {
-                        let _ = write!(line, ",\"span_id\":\"{}\"", c.span_id);
+                        line.push_str(",\"span_id\":\"");
+                        push_hex(&mut line, &c.span_id.to_bytes());
+                        line.push('"');
                     }
                 }
             });
@@ -189,7 +201,10 @@ impl Visit for Fields {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
-            self.raw(field, value);
+            // ryu: the shortest exact digits, faster than `Display` (it may
+            // print `1.0` where `Display` prints `1`; both are JSON numbers).
+            self.key(field);
+            self.out.push_str(ryu::Buffer::new().format_finite(value));
         } else {
             // JSON has no NaN or infinity.
             self.string(field, &value.to_string());
@@ -197,9 +212,37 @@ impl Visit for Fields {
     }
 }
 
+/// Whether any byte is a control character, `"` or `\\`: eight bytes at a
+/// time (the classic "has a byte less than n / equal to c" bit tricks), as
+/// every string of every log line passes here.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let special = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\';
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+        let quote = (x ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(x ^ (ONES * u64::from(b'"')));
+        let backslash = (x ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(x ^ (ONES * u64::from(b'\\')));
+        // The tricks are exact about whether a chunk holds such a byte (not
+        // which); checking the chunk byte by byte keeps this obviously right.
+        if (below_space | quote | backslash) & HIGHS != 0 && chunk.iter().any(special) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(special)
+}
+
 /// Append `s` as a JSON string literal (RFC 8259 escaping).
 fn json_string(out: &mut String, s: &str) {
     out.push('"');
+    if !needs_escape(s.as_bytes()) {
+        // The usual case: nothing to escape.
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape = match b {
@@ -226,6 +269,27 @@ fn json_string(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needs_escape_agrees_with_the_byte_by_byte_answer() {
+        let special = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\';
+        let mut cases: Vec<Vec<u8>> = vec![b"".to_vec(), "héllo wörld, ünïcode ✓ 🙂".as_bytes().to_vec()];
+        // Every byte value at every position of strings around the chunk size.
+        for len in [1usize, 7, 8, 9, 16, 17] {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    v[pos] = b;
+                    cases.push(v);
+                }
+            }
+        }
+        // High bytes next to borderline ones: no false hits from borrows.
+        cases.push(vec![0x80, 0x21, 0xff, 0x23, 0x5b, 0x5d, 0x7f, 0xc3, 0xa9]);
+        for v in cases {
+            assert_eq!(needs_escape(&v), v.iter().any(special), "{v:?}");
+        }
+    }
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
 

@@ -81,10 +81,13 @@ fn text(v: &Value) -> Result<String, StoreError> {
 }
 
 fn int(v: &Value) -> Result<i64, StoreError> {
-    match v {
-        Value::Int(n) => Ok(*n),
-        other => text(other)?.parse().map_err(|_| bad("expected an integer")),
-    }
+    let digits = match v {
+        Value::Int(n) => return Ok(*n),
+        Value::BulkString(b) => b.as_slice(),
+        Value::SimpleString(s) => s.as_bytes(),
+        other => return Err(bad(&format!("expected an integer, got {other:?}"))),
+    };
+    std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()).ok_or_else(|| bad("expected an integer"))
 }
 
 fn bad(what: &str) -> StoreError {
@@ -195,16 +198,40 @@ impl SessionStore for RedisStore {
         }
     }
 
+    /// One `HMGET`, not a script: a read of one hash is atomic as it is, and
+    /// a script costs Redis several times the command itself. The checks
+    /// `read.lua` makes (the caller's own, still live) are made here.
     async fn get(&self, user: &str, id: SessionId, now: Millis) -> Result<Option<Session>, StoreError> {
-        let p = self.prefix_of(user);
-        let reply =
-            self.run(&READ, &p, vec![s(p.clone()), s(user), i(now), s("g"), s(id.to_string())]).await?;
-        Ok(sessions(&reply)?.pop())
+        let mut key = self.prefix_of(user);
+        key.push_str("s:");
+        key.push_str(id.as_hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&key).arg(&["u", "t", "c", "a", "e", "n", "m"]);
+        let reply: Value = self.redis.cmd(&cmd).await.map_err(failure)?;
+        let f = items(&reply)?;
+        if f.len() != 7 {
+            return Err(bad("HMGET of 7 fields"));
+        }
+        match &f[0] {
+            Value::BulkString(owner) if owner.as_slice() == user.as_bytes() => {}
+            _ => return Ok(None),
+        }
+        let session = Session {
+            id,
+            user_id: Arc::from(user),
+            tool_set: Arc::from(text(&f[1])?),
+            created_at: int(&f[2])?,
+            last_active_at: int(&f[3])?,
+            expires_at: int(&f[4])?,
+            conversation_turns: int(&f[5])? as u32,
+            migrations: int(&f[6])? as u32,
+        };
+        Ok((session.expires_at > now).then_some(session))
     }
 
     async fn list(&self, user: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
         let p = self.prefix_of(user);
-        let reply = self.run(&READ, &p, vec![s(p.clone()), s(user), i(now), s("l"), s("")]).await?;
+        let reply = self.run(&READ, &p, vec![s(p.clone()), s(user), i(now)]).await?;
         sessions(&reply)
     }
 

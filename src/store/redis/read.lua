@@ -1,11 +1,7 @@
--- Read: one live session ('g', by id) or all the user's live sessions ('l').
--- ARGV: p, user, now, mode, id
-local p, user, now, mode, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+-- Read: all the user's live sessions, oldest first. (One session is read
+-- with a plain HMGET, without a script.)
+-- ARGV: p, user, now
+local p, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
-if mode == 'g' then
-  local s = load(p, id)
-  if s and s.u == user and s.e > now then table.insert(out, wire(s)) end
-else
-  for _, s in ipairs(live(p, user, now)) do table.insert(out, wire(s)) end
-end
+for _, s in ipairs(live(p, user, now)) do table.insert(out, wire(s)) end
 return out
