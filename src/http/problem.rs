@@ -3,7 +3,7 @@
 //! Handlers return `ApiError`; it becomes a response carrying a
 //! `PendingProblem`, and the request envelope (which knows the request id)
 //! renders the body. Error responses made elsewhere (a 405 from the router, a
-//! 408 from the timeout layer) are rewritten into the same shape there too, so
+//! 408 from the envelope's timeout) are rewritten into the same shape there too, so
 //! no client ever sees another error format. 5xx causes are logged once by the
 //! envelope and never sent to the client.
 

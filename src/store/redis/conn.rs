@@ -77,7 +77,10 @@ impl Redis {
                 .map_err(|e| anyhow::anyhow!("store.redis_url: {e}"))?;
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
+                // `script` and `cmd` bound every call themselves (waiting for a
+                // reconnect included); a second timer per command inside
+                // redis-rs would only cost time.
+                .set_response_timeout(None)
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(500));
             (Some(ConnectionManager::new_lazy_with_config(client, manager_config)?), None)
