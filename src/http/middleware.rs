@@ -82,6 +82,12 @@ async fn guarded(
     }
 }
 
+/// The timeout and panic guard as a layer of its own, inside CORS when CORS
+/// is configured (`AppParts::guard_inside_cors`).
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
+    guarded(next.run(req), state.request_timeout).await
+}
+
 pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
     let started = Instant::now();
     let request_id = accept_request_id(req.headers().get(REQUEST_ID));
@@ -117,7 +123,11 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
             let active = metrics.http_active(method);
             active.increment(1.0);
             axum::extract::DefaultBodyLimit::max(state.max_body_bytes).apply(&mut req);
-            let mut response = guarded(next.run(req), state.request_timeout).instrument(span.clone()).await;
+            let mut response = if state.guard_inside_cors {
+                next.run(req).instrument(span.clone()).await
+            } else {
+                guarded(next.run(req), state.request_timeout).instrument(span.clone()).await
+            };
             active.decrement(1.0);
 
             let status = response.status();

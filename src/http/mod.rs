@@ -60,6 +60,9 @@ pub struct AppParts {
     /// `server.max_body_bytes` and `server.request_timeout`, applied by the envelope.
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
+    /// CORS is configured: the timeout and panic guard are then a layer
+    /// inside it (`middleware::guard`) instead of the envelope's own step.
+    pub guard_inside_cors: bool,
 }
 
 /// The per-IP limiter's configuration (tower-governor, keyed by client IP).
@@ -139,6 +142,12 @@ pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Ro
     // The request timeout, the panic guard and the body limit are the
     // envelope's own work, not layers: every `Router::layer` wraps each route
     // in one more boxed service, cloned per request.
+    // With CORS on, the guard runs inside it, so a 408 or a 500 still carries
+    // the CORS headers a browser needs to read it. (Either the envelope or
+    // this layer guards, by the same flag: never neither.)
+    if state.guard_inside_cors {
+        app = app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::guard));
+    }
     if !server.cors_allowed_origins.is_empty() {
         app = app.layer(cors(&server.cors_allowed_origins));
     }

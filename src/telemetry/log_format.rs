@@ -55,7 +55,8 @@ fn push_hex(line: &mut String, bytes: &[u8]) {
 
 fn render(style: Style, event: &Event<'_>) -> String {
     let meta = event.metadata();
-    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+    // (A clock before 1970 would make humantime panic; it prints the epoch instead.)
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now().max(std::time::UNIX_EPOCH));
     let mut line = String::with_capacity(320);
     let mut fields =
         Fields { style, out: String::with_capacity(192), message: None, seen_context: [false; 3] };

@@ -188,6 +188,32 @@ async fn a_request_over_the_timeout_is_408() {
 }
 
 #[tokio::test]
+async fn with_cors_on_a_408_still_carries_the_cors_headers() {
+    // A browser can only read an answer that carries them: the timeout must
+    // run inside the CORS layer, not around it.
+    let app = spawn_app_with(
+        "[server]\nrequest_timeout = \"100ms\"\ncors_allowed_origins = [\"https://app.example.com\"]\n\
+         [agent]\necho_latency = \"400ms\"",
+    )
+    .await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
+    let r = app
+        .client
+        .post(app.url(&q))
+        .bearer_auth(&alice)
+        .header("origin", "https://app.example.com")
+        .json(&json!({"input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_problem(r, StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT").await;
+}
+
+#[tokio::test]
 async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
     let app = spawn_app().await;
     let r = app.client.get(app.url("/healthz")).header("x-request-id", "abc-123.x:y").send().await.unwrap();

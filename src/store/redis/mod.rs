@@ -1,6 +1,7 @@
 //! The Redis `SessionStore`: many stateless replicas share it.
 //!
-//! Every operation is one Lua script on one hash slot. Users are spread over
+//! Every operation is one call on one hash slot: a Lua script, or for reading
+//! one session a plain `HMGET`. Users are spread over
 //! `GROUPS` groups by a stable hash, and all of a group's keys carry the tag
 //! `{g:<n>}`: a user's sessions, their index, their idempotency records, *and*
 //! the group's expiry index and per-tool-set counts. So a create (cap check,
@@ -91,7 +92,7 @@ fn int(v: &Value) -> Result<i64, StoreError> {
 }
 
 fn bad(what: &str) -> StoreError {
-    StoreError::Internal(format!("unexpected reply from a session script: {what}"))
+    StoreError::Internal(format!("unexpected reply from Redis for a session operation: {what}"))
 }
 
 fn items(v: &Value) -> Result<&[Value], StoreError> {
