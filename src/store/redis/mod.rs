@@ -113,15 +113,25 @@ fn session(v: &Value) -> Result<Session, StoreError> {
     if f.len() != 8 {
         return Err(bad("a session has 8 fields"));
     }
+    record(id(&f[0])?, Arc::from(text(&f[1])?), &f[2..])
+}
+
+/// A session from its id, its user and `{tool, created, active, expires,
+/// turns, migrations}`: the scripts' `wire` form after its first two fields,
+/// and the `HMGET` of a session hash after its first.
+fn record(id: SessionId, user_id: Arc<str>, f: &[Value]) -> Result<Session, StoreError> {
+    let [tool, created, active, expires, turns, migrations] = f else {
+        return Err(bad("a session record has 6 fields after its id and user"));
+    };
     Ok(Session {
-        id: id(&f[0])?,
-        user_id: Arc::from(text(&f[1])?),
-        tool_set: Arc::from(text(&f[2])?),
-        created_at: int(&f[3])?,
-        last_active_at: int(&f[4])?,
-        expires_at: int(&f[5])?,
-        conversation_turns: int(&f[6])? as u32,
-        migrations: int(&f[7])? as u32,
+        id,
+        user_id,
+        tool_set: Arc::from(text(tool)?),
+        created_at: int(created)?,
+        last_active_at: int(active)?,
+        expires_at: int(expires)?,
+        conversation_turns: int(turns)? as u32,
+        migrations: int(migrations)? as u32,
     })
 }
 
@@ -217,16 +227,7 @@ impl SessionStore for RedisStore {
             Value::BulkString(owner) if owner.as_slice() == user.as_bytes() => {}
             _ => return Ok(None),
         }
-        let session = Session {
-            id,
-            user_id: Arc::from(user),
-            tool_set: Arc::from(text(&f[1])?),
-            created_at: int(&f[2])?,
-            last_active_at: int(&f[3])?,
-            expires_at: int(&f[4])?,
-            conversation_turns: int(&f[5])? as u32,
-            migrations: int(&f[6])? as u32,
-        };
+        let session = record(id, Arc::from(user), &f[1..])?;
         Ok((session.expires_at > now).then_some(session))
     }
 
