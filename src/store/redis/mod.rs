@@ -28,6 +28,7 @@ use crate::sessions::{
 use async_trait::async_trait;
 use redis::{Script, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 /// How many slot groups users are spread over.
@@ -48,6 +49,8 @@ static STATS: LazyLock<Script> = script!("stats.lua");
 
 pub struct RedisStore {
     redis: Arc<Redis>,
+    /// The server's version was seen to be new enough (7.0: `PEXPIRE … GT`).
+    version_ok: AtomicBool,
 }
 
 /// FNV-1a: a stable hash, the same in every replica and every release.
@@ -141,7 +144,7 @@ fn sessions(v: &Value) -> Result<Vec<Session>, StoreError> {
 
 impl RedisStore {
     pub fn new(redis: Arc<Redis>) -> Self {
-        Self { redis }
+        Self { redis, version_ok: AtomicBool::new(false) }
     }
 
     /// `<prefix>:{g:<n>}:` for the group with this index.
@@ -358,15 +361,81 @@ impl SessionStore for RedisStore {
         Ok(stats)
     }
 
+    /// Readiness: Redis answers, and (checked until seen once) every node is
+    /// Redis 7.0 or later. On an older one the rate-limit script fails on
+    /// `PEXPIRE … GT`, and the limiter would quietly follow
+    /// `rate_limit.on_store_error`: better never to become ready, and say why.
     async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.redis.cmd(&redis::cmd("PING")).await.map_err(failure)?;
-        if pong == "PONG" { Ok(()) } else { Err(bad("PING did not answer PONG")) }
+        if pong != "PONG" {
+            return Err(bad("PING did not answer PONG"));
+        }
+        if self.version_ok.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // INFO may be refused (an ACL) or fail now: then check on a later probe.
+        if let Ok(info) = self.redis.cmd::<Value>(redis::cmd("INFO").arg("server")).await {
+            match oldest_version(&info) {
+                Some((major, minor)) if major < 7 => {
+                    let why =
+                        format!("Redis {major}.{minor} is too old: sessiongate needs Redis 7.0 or later");
+                    tracing::error!(error = %why, "the Redis store cannot be used");
+                    return Err(StoreError::Unavailable(why));
+                }
+                _ => self.version_ok.store(true, Ordering::Relaxed),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The oldest `redis_version` (major, minor) in an `INFO` reply: one text,
+/// or, from a Cluster, one per node.
+fn oldest_version(info: &Value) -> Option<(u32, u32)> {
+    let texts: Vec<String> = match info {
+        Value::Map(nodes) => nodes.iter().filter_map(|(_, v)| text_of(v)).collect(),
+        Value::Array(nodes) => nodes.iter().filter_map(text_of).collect(),
+        other => text_of(other).into_iter().collect(),
+    };
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|line| line.trim().strip_prefix("redis_version:"))
+        .filter_map(|v| {
+            let mut parts = v.split('.').map(|n| n.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .min()
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        other => text(other).ok(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_redis_version_of_an_info_reply() {
+        let info = |v: &str| {
+            Value::BulkString(
+                format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n").into_bytes(),
+            )
+        };
+        assert_eq!(oldest_version(&info("7.0.15")), Some((7, 0)));
+        assert_eq!(oldest_version(&info("6.2.14")), Some((6, 2)));
+        let cluster = Value::Map(vec![
+            (Value::SimpleString("127.0.0.1:7000".into()), info("7.2.4")),
+            (Value::SimpleString("127.0.0.1:7001".into()), info("6.0.9")),
+        ]);
+        assert_eq!(oldest_version(&cluster), Some((6, 0)));
+        assert_eq!(oldest_version(&Value::BulkString(b"# Server\r\n".to_vec())), None);
+        assert_eq!(oldest_version(&info("x.y")), None);
+    }
 
     #[test]
     fn groups_are_stable_and_spread() {
