@@ -111,15 +111,11 @@ impl Events {
         let m = &self.metrics;
         for p in policies {
             for d in values::RATELIMIT_DECISIONS {
-                m.counter(catalog::RATELIMIT_DECISIONS, decision_labels(p, d)).absolute(0);
+                m.ratelimit_decision(p, d).absolute(0);
             }
             m.counter(catalog::RATELIMIT_STORE_ERRORS, vec![Label::new("policy", p.clone())]).absolute(0);
         }
-        m.counter(
-            catalog::RATELIMIT_DECISIONS,
-            decision_labels(&Arc::from(values::PER_IP_POLICY), "limited"),
-        )
-        .absolute(0);
+        m.ratelimit_decision(values::PER_IP_POLICY, "limited").absolute(0);
     }
 
     pub fn ratelimit_decision(&self, policy: &Arc<str>, decision: &'static str) {
@@ -227,10 +223,6 @@ impl Events {
 
 fn store_labels(backend: &'static str, operation: &'static str) -> Vec<Label> {
     vec![Label::new("backend", backend), Label::new("operation", operation)]
-}
-
-fn decision_labels(policy: &Arc<str>, decision: &'static str) -> Vec<Label> {
-    vec![Label::new("policy", policy.clone()), Label::new("decision", decision)]
 }
 
 fn migration_labels(from: &Arc<str>, to: &Arc<str>) -> Vec<Label> {

@@ -79,6 +79,7 @@ fn text(v: &Value) -> Result<String, StoreError> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad("non-UTF-8 string")),
         Value::SimpleString(s) => Ok(s.clone()),
+        Value::VerbatimString { text, .. } => Ok(text.clone()),
         Value::Int(n) => Ok(n.to_string()),
         other => Err(bad(&format!("expected a string, got {other:?}"))),
     }
@@ -112,11 +113,10 @@ fn id(v: &Value) -> Result<SessionId, StoreError> {
 
 /// `{id, user, tool, created, active, expires, turns, migrations}`.
 fn session(v: &Value) -> Result<Session, StoreError> {
-    let f = items(v)?;
-    if f.len() != 8 {
+    let [session_id, user, rest @ ..] = items(v)? else {
         return Err(bad("a session has 8 fields"));
-    }
-    record(id(&f[0])?, Arc::from(text(&f[1])?), &f[2..])
+    };
+    record(id(session_id)?, Arc::from(text(user)?), rest)
 }
 
 /// A session from its id, its user and `{tool, created, active, expires,
@@ -393,9 +393,9 @@ impl SessionStore for RedisStore {
 /// or, from a Cluster, one per node.
 fn oldest_version(info: &Value) -> Option<(u32, u32)> {
     let texts: Vec<String> = match info {
-        Value::Map(nodes) => nodes.iter().filter_map(|(_, v)| text_of(v)).collect(),
-        Value::Array(nodes) => nodes.iter().filter_map(text_of).collect(),
-        other => text_of(other).into_iter().collect(),
+        Value::Map(nodes) => nodes.iter().filter_map(|(_, v)| text(v).ok()).collect(),
+        Value::Array(nodes) => nodes.iter().filter_map(|v| text(v).ok()).collect(),
+        other => text(other).ok().into_iter().collect(),
     };
     texts
         .iter()
@@ -406,13 +406,6 @@ fn oldest_version(info: &Value) -> Option<(u32, u32)> {
             Some((parts.next()??, parts.next()??))
         })
         .min()
-}
-
-fn text_of(v: &Value) -> Option<String> {
-    match v {
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        other => text(other).ok(),
-    }
 }
 
 #[cfg(test)]
