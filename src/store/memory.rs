@@ -26,6 +26,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+mod table;
+
 const SHARDS: usize = 32;
 
 /// A session without its id (the id is the map key).
@@ -88,9 +90,9 @@ impl UserEntry {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Shard {
-    sessions: HashMap<SessionId, Record>,
+    sessions: table::Table<SessionId, Record>,
     users: HashMap<Arc<str>, UserEntry>,
     expiry: BTreeSet<(Millis, SessionId)>,
     idempotency_expiry: VecDeque<(Millis, Arc<str>, Box<str>)>,
@@ -274,7 +276,7 @@ impl Shard {
             self.expiry.remove(&(old_expiry, id));
             self.expiry.insert((session.expires_at, id));
         }
-        self.sessions.insert(id, Record::from_session(&session));
+        *self.sessions.get_mut(&id).expect("the session was just read") = Record::from_session(&session);
         Some(Touched { session, previous_tool_set })
     }
 
