@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`config`]: typed configuration, loading and validation.
-//! - [`clock`]: milliseconds since the epoch, injectable.
+//! - [`clock`]: milliseconds since the epoch, injectable; RFC 3339 printing.
+//! - [`json`]: JSON string literals for the hot paths.
 //! - [`sessions`]: the pure lifecycle rules, the `SessionStore` trait and the
 //!   service that orchestrates store, agent and events. No axum, no Redis.
 //! - [`store`]: `SessionStore` backends (memory).
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod json;
 pub mod net;
 pub mod ratelimit;
 pub mod runtime;

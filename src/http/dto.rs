@@ -3,8 +3,11 @@
 //! Kept apart from the domain types so the wire format is explicit and only
 //! changes on purpose.
 
-use crate::clock::rfc3339_ms;
-use crate::sessions::{QueryResult, Session, ToolSet};
+use crate::clock::{Rfc3339, rfc3339_ms};
+use crate::json::push_str_literal;
+use crate::sessions::{QueryResult, Session, SessionId, ToolSet};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -46,6 +49,58 @@ impl From<&Session> for SessionView {
             migrations: s.migrations,
             evicted_session_id: None,
         }
+    }
+}
+
+/// A `SessionView` response body, written straight from the session: every
+/// session route answers with one, and serde's field-by-field machinery (six
+/// strings built, then escaped byte by byte) cost more than the request's
+/// rate limiting. The bytes are exactly serde_json's for the `SessionView`
+/// (a test holds them to it), so the OpenAPI schema above stays true.
+pub struct SessionJson(String);
+
+impl SessionJson {
+    pub fn new(s: &Session, evicted_session_id: Option<SessionId>) -> Self {
+        let mut uuid = uuid::Uuid::encode_buffer();
+        let mut out = String::with_capacity(256 + s.user_id.len() + s.tool_set.len());
+        out.push_str("{\"id\":\"");
+        out.push_str(s.id.as_hyphenated().encode_lower(&mut uuid));
+        out.push_str("\",\"user_id\":");
+        push_str_literal(&mut out, &s.user_id);
+        out.push_str(",\"tool_set\":");
+        push_str_literal(&mut out, &s.tool_set);
+        for (key, at) in
+            [("created_at", s.created_at), ("last_active_at", s.last_active_at), ("expires_at", s.expires_at)]
+        {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":\"");
+            out.push_str(Rfc3339::millis(at).as_str());
+            out.push('"');
+        }
+        out.push_str(",\"conversation_turns\":");
+        out.push_str(itoa::Buffer::new().format(s.conversation_turns));
+        out.push_str(",\"migrations\":");
+        out.push_str(itoa::Buffer::new().format(s.migrations));
+        if let Some(id) = evicted_session_id {
+            out.push_str(",\"evicted_session_id\":\"");
+            out.push_str(id.as_hyphenated().encode_lower(&mut uuid));
+            out.push('"');
+        }
+        out.push('}');
+        Self(out)
+    }
+}
+
+impl From<&Session> for SessionJson {
+    fn from(s: &Session) -> Self {
+        Self::new(s, None)
+    }
+}
+
+impl IntoResponse for SessionJson {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.0).into_response()
     }
 }
 
@@ -140,4 +195,41 @@ pub struct RevokeResponse {
 pub struct Health {
     /// `ok` (liveness) or `ready` (readiness).
     pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    proptest! {
+        /// The hand-written body is byte for byte serde_json's `SessionView`,
+        /// for any strings (escapes included) and any instants (clamping included).
+        #[test]
+        fn session_json_is_serde_jsons_session_view(
+            user in any::<String>(),
+            tool_set in "[a-z_\\-\"\\\\\\n\\u{0}-\\u{1f}é✓]{0,12}",
+            times in proptest::array::uniform3(any::<i64>()),
+            turns in any::<u32>(),
+            migrations in any::<u32>(),
+            ids in proptest::array::uniform2(any::<u128>()),
+            evicted in any::<bool>(),
+        ) {
+            let s = Session {
+                id: uuid::Uuid::from_u128(ids[0]),
+                user_id: Arc::from(user),
+                tool_set: Arc::from(tool_set),
+                created_at: times[0],
+                last_active_at: times[1] % 300_000_000_000_000,
+                expires_at: times[2] % 2_000_000_000_000,
+                conversation_turns: turns,
+                migrations,
+            };
+            let evicted = evicted.then(|| uuid::Uuid::from_u128(ids[1]));
+            let mut view = SessionView::from(&s);
+            view.evicted_session_id = evicted.map(|id| id.to_string());
+            prop_assert_eq!(SessionJson::new(&s, evicted).0, serde_json::to_string(&view).unwrap());
+        }
+    }
 }

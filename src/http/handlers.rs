@@ -8,11 +8,11 @@ use super::problem::{ApiError, Problem};
 use crate::sessions::CreateInput;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
 
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 #[utoipa::path(get, path = "/v1/tool-sets", tag = "sessions",
     security(("bearer" = []), ("api_key" = [])),
@@ -23,7 +23,7 @@ pub async fn list_tool_sets(State(state): State<AppState>, _: Caller) -> Json<To
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+    let Some(v) = headers.get(&IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let key = v
@@ -65,10 +65,9 @@ pub async fn create_session(
         .service
         .create(CreateInput { user: principal.id, tool_set: body.tool_set, idempotency_key })
         .await?;
-    let mut view = SessionView::from(&created.session);
-    view.evicted_session_id = created.evicted_ids.first().map(|id| id.to_string());
+    let body = SessionJson::new(&created.session, created.evicted_ids.first().copied());
     let location = format!("/v1/sessions/{}", created.session.id);
-    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    let mut response = (StatusCode::CREATED, body).into_response();
     let h = response.headers_mut();
     h.insert(header::LOCATION, HeaderValue::from_str(&location).expect("uuid path is ASCII"));
     if created.replayed {
@@ -101,8 +100,8 @@ pub async fn get_session(
     State(state): State<AppState>,
     Caller(p): Caller,
     SessionIdPath(id): SessionIdPath,
-) -> Result<Json<SessionView>, ApiError> {
-    Ok(Json(SessionView::from(&state.service.get(&p.id, id).await?)))
+) -> Result<SessionJson, ApiError> {
+    Ok(SessionJson::from(&state.service.get(&p.id, id).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/sessions/{id}", tag = "sessions",
@@ -122,8 +121,8 @@ pub async fn migrate_session(
     Caller(p): Caller,
     SessionIdPath(id): SessionIdPath,
     ApiJson(body): ApiJson<MigrateSessionRequest>,
-) -> Result<Json<SessionView>, ApiError> {
-    Ok(Json(SessionView::from(&state.service.migrate(&p.id, id, &body.tool_set).await?)))
+) -> Result<SessionJson, ApiError> {
+    Ok(SessionJson::from(&state.service.migrate(&p.id, id, &body.tool_set).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/heartbeat", tag = "sessions",
@@ -138,8 +137,8 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     Caller(p): Caller,
     SessionIdPath(id): SessionIdPath,
-) -> Result<Json<SessionView>, ApiError> {
-    Ok(Json(SessionView::from(&state.service.heartbeat(&p.id, id).await?)))
+) -> Result<SessionJson, ApiError> {
+    Ok(SessionJson::from(&state.service.heartbeat(&p.id, id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/queries", tag = "sessions",

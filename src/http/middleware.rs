@@ -11,9 +11,10 @@ use super::problem::{PROBLEM_JSON, PendingProblem, Problem, ServerFault};
 use crate::auth::Principal;
 use crate::telemetry::RequestContext;
 use crate::telemetry::catalog::values;
+use crate::telemetry::log_format::{self, AccessLine};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, Response, header};
+use axum::http::{HeaderName, HeaderValue, Method, Response, header};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use opentelemetry::trace::TraceId;
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::{Instrument, field};
 
-pub const REQUEST_ID: &str = "x-request-id";
+// Statics, not `&str`s: a lookup by a string parses the name every time.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Set by the auth gate on the response, so the access log can say who called.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +93,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 
 pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
     let started = Instant::now();
-    let request_id = accept_request_id(req.headers().get(REQUEST_ID));
+    let request_id = accept_request_id(req.headers().get(&REQUEST_ID));
     let method = method_label(req.method());
     // Shared (an `Arc`), not copied: it outlives the request it came with.
     let matched_path = req.extensions().get::<MatchedPath>().cloned();
@@ -139,7 +142,7 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
             // The request id and the four security headers, in one growth.
             response.headers_mut().reserve(5);
             if let Ok(v) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID, v);
+                response.headers_mut().insert(REQUEST_ID.clone(), v);
             }
             security_headers(response.headers_mut());
 
@@ -164,14 +167,21 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
                     "request failed"
                 );
             } else if route.starts_with("/v1/") || status >= 400 {
-                tracing::info!(
-                    http.request.method = method,
-                    http.route = route,
-                    http.response.status_code = status,
-                    duration_ms,
-                    principal,
-                    "request"
-                );
+                // Written straight to the log writer when ours is installed
+                // (the same line; see `log_format::access`).
+                let line = AccessLine { method, route, status, duration_ms, principal };
+                if tracing::enabled!(kind: tracing::metadata::Kind::EVENT, tracing::Level::INFO)
+                    && !log_format::access(module_path!(), &line)
+                {
+                    tracing::info!(
+                        http.request.method = method,
+                        http.route = route,
+                        http.response.status_code = status,
+                        duration_ms,
+                        principal,
+                        "request"
+                    );
+                }
             } else {
                 tracing::debug!(
                     http.request.method = method,
@@ -269,7 +279,7 @@ async fn authenticate(state: AppState, req: Request, next: Next) -> Response<Bod
         .auth
         .authenticate(
             headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
-            headers.get("x-api-key").map(HeaderValue::as_bytes),
+            headers.get(&API_KEY).map(HeaderValue::as_bytes),
         )
         .await;
     match outcome {
@@ -316,10 +326,8 @@ async fn limit_principal(
             req.extensions_mut().insert(principal);
             let mut response = next.run(req).await;
             drop(guard);
-            if let Some(rl) = headers {
-                let mut extra = Vec::new();
-                super::problem::push_rate_limit_headers(&mut extra, rl);
-                response.headers_mut().extend(extra);
+            for (name, value) in headers.and_then(super::problem::rate_limit_headers).into_iter().flatten() {
+                response.headers_mut().append(name, value);
             }
             response
         }

@@ -19,12 +19,12 @@ use std::sync::Arc;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// `RateLimit-Policy` and `RateLimit`, on admitted and refused responses alike.
-pub fn push_rate_limit_headers(headers: &mut Vec<(HeaderName, HeaderValue)>, rl: RateLimitHeaders) {
+pub fn rate_limit_headers(rl: RateLimitHeaders) -> Option<[(HeaderName, HeaderValue); 2]> {
     // From the `String`s themselves: no copy.
-    if let (Ok(p), Ok(l)) = (HeaderValue::try_from(rl.policy), HeaderValue::try_from(rl.limit)) {
-        headers.push((HeaderName::from_static("ratelimit-policy"), p));
-        headers.push((HeaderName::from_static("ratelimit"), l));
-    }
+    let (Ok(p), Ok(l)) = (HeaderValue::try_from(rl.policy), HeaderValue::try_from(rl.limit)) else {
+        return None;
+    };
+    Some([(HeaderName::from_static("ratelimit-policy"), p), (HeaderName::from_static("ratelimit"), l)])
 }
 
 /// The body of every error response.
@@ -190,9 +190,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType => Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
             ApiError::RateLimited { retry_after_secs, violated, headers: rl } => {
                 headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
-                if let Some(rl) = rl {
-                    push_rate_limit_headers(&mut headers, rl);
-                }
+                headers.extend(rl.and_then(rate_limit_headers).into_iter().flatten());
                 let names: Vec<&str> = violated.iter().map(|s| &**s).collect();
                 Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -72,6 +72,8 @@ fn key(ip: IpAddr) -> IpAddr {
     }
 }
 
+static X_FORWARDED_FOR: axum::http::HeaderName = axum::http::HeaderName::from_static("x-forwarded-for");
+
 impl KeyExtractor for ClientIp {
     type Key = IpAddr;
 
@@ -82,7 +84,7 @@ impl KeyExtractor for ClientIp {
             .map(|c| c.0.ip())
             .ok_or(GovernorError::UnableToExtractKey)?;
         let lines =
-            req.headers().get_all("x-forwarded-for").into_iter().map(|v| v.to_str().unwrap_or("invalid"));
+            req.headers().get_all(&X_FORWARDED_FOR).into_iter().map(|v| v.to_str().unwrap_or("invalid"));
         Ok(self.resolve(peer, lines))
     }
 }

@@ -123,6 +123,11 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
 }
 
 impl BatchWriter {
+    /// Append whole lines (what `Write::write` does, without a clone).
+    pub fn write_line(&self, line: &[u8]) {
+        self.append(line);
+    }
+
     fn append(&self, line: &[u8]) {
         let mut state = self.shared.state.lock();
         while state.buf.len() >= MAX_BUFFERED && !state.closed {

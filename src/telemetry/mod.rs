@@ -67,7 +67,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     };
     let log_layer = fmt::layer()
         .event_format(log_format::LineFormat(style))
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .with_filter(level.and(only_events));
 
     let provider = settings.as_ref().map(otel::build_provider).transpose()?;
@@ -101,5 +101,6 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     if provider.is_some() {
         trace_context::mark_otel_enabled();
     }
+    log_format::write_access_lines_to(writer, style);
     Ok(TelemetryGuard { _log: Some(log_guard), tracer: provider })
 }

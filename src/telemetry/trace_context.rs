@@ -13,7 +13,7 @@
 //! every log line written inside it carries the ids without touching spans.
 //! Knows nothing of HTTP routing or handlers.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-pub const TRACEPARENT: &str = "traceparent";
-pub const TRACESTATE: &str = "tracestate";
+// Statics, not `&str`s: a lookup by a string parses the name every time.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Set once, when the OpenTelemetry layer is installed.
 static OTEL_ENABLED: AtomicBool = AtomicBool::new(false);
@@ -73,8 +74,8 @@ impl RequestContext {
                 };
             }
         }
-        let (trace_id, sampled, tracestate) = match headers.get(TRACEPARENT).and_then(parse_traceparent) {
-            Some((trace_id, sampled)) => (trace_id, sampled, headers.get(TRACESTATE).cloned()),
+        let (trace_id, sampled, tracestate) = match headers.get(&TRACEPARENT).and_then(parse_traceparent) {
+            Some((trace_id, sampled)) => (trace_id, sampled, headers.get(&TRACESTATE).cloned()),
             None => (TraceId::from(rand::random::<u128>().max(1)), false, None),
         };
         Self {
@@ -121,10 +122,10 @@ pub fn inject_current(headers: &mut HeaderMap) {
         if let Some(c) = c {
             let value = format!("00-{}-{}-{:02x}", c.trace_id, c.span_id, u8::from(c.sampled));
             if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(TRACEPARENT, v);
+                headers.insert(TRACEPARENT.clone(), v);
             }
             if let Some(ts) = &c.tracestate {
-                headers.insert(TRACESTATE, ts.clone());
+                headers.insert(TRACESTATE.clone(), ts.clone());
             }
         }
     });
@@ -219,8 +220,8 @@ mod tests {
     #[tokio::test]
     async fn a_request_continues_the_callers_trace_and_propagates_it() {
         let mut incoming = HeaderMap::new();
-        incoming.insert(TRACEPARENT, hv("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        incoming.insert(TRACESTATE, hv("vendor=1"));
+        incoming.insert(TRACEPARENT.clone(), hv("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        incoming.insert(TRACESTATE.clone(), hv("vendor=1"));
         let cx = RequestContext::for_request(Arc::from("req-1"), &incoming, &tracing::Span::none());
         assert_eq!(cx.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(cx.span_id.to_string(), "00f067aa0ba902b7");
@@ -234,10 +235,10 @@ mod tests {
             })
             .await;
         assert_eq!(
-            outgoing[TRACEPARENT].to_str().unwrap(),
+            outgoing[&TRACEPARENT].to_str().unwrap(),
             format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span_id}-01")
         );
-        assert_eq!(outgoing[TRACESTATE], "vendor=1");
+        assert_eq!(outgoing[&TRACESTATE], "vendor=1");
         assert!(RequestContext::current_trace_id().is_none());
     }
 
