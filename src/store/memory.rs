@@ -4,7 +4,9 @@
 //! lock makes each user's check-and-change atomic (the cap holds under any
 //! concurrency) while different users rarely contend. Each shard keeps
 //!
-//! - `sessions`: id → record, the only copy of session data;
+//! - `sessions`: id → record, the only copy of session data (a `table::Table`:
+//!   records in fixed-size chunks behind a hash table of slot numbers, so the
+//!   table's growth steps cost bytes per bucket, not whole records);
 //! - `users`: user → their session ids (the cap check reads only these) and
 //!   their idempotency records;
 //! - `expiry`: an ordered index of `(expires_at, id)`, so the reaper pops exactly

@@ -67,19 +67,22 @@ pub struct AccessLine<'a> {
     pub principal: &'a str,
 }
 
+/// Whether `access` writes: `telemetry::init` installed our subscriber, with
+/// a filter that `tracing::enabled!` answers for. Otherwise the caller logs
+/// the access line as a `tracing` event.
+pub fn writes_access_lines() -> bool {
+    DIRECT.get().is_some()
+}
+
 /// Write the access log line (level INFO, message `request`) straight to the
 /// log writer: the same line, byte for byte, as the `tracing` event with these
 /// fields, without the event's dispatch and field visiting (together about
 /// 3k instructions, a twentieth of a request). The caller checks with
-/// `tracing::enabled!` at its own call site that its target logs INFO. False
-/// when `telemetry::init` installed nothing (another subscriber is the
-/// process's): the caller then logs through `tracing`.
-pub fn access(target: &str, line: &AccessLine<'_>) -> bool {
-    let Some((writer, style)) = DIRECT.get() else {
-        return false;
-    };
-    writer.write_line(access_line(*style, target, line).as_bytes());
-    true
+/// `tracing::enabled!` at its own call site that its target logs INFO.
+pub fn access(target: &str, line: &AccessLine<'_>) {
+    if let Some((writer, style)) = DIRECT.get() {
+        writer.write_line(access_line(*style, target, line).as_bytes());
+    }
 }
 
 fn access_line(style: Style, target: &str, line: &AccessLine<'_>) -> String {

@@ -58,7 +58,10 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     use tracing_subscriber::{Layer, fmt};
 
     let settings = otel::OtlpSettings::from_env(|k| std::env::var(k).ok())?;
-    let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let (level, directives) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, std::env::var("RUST_LOG").unwrap_or_default()),
+        Err(_) => (EnvFilter::new(&config.log_level), config.log_level.clone()),
+    };
     let only_events = filter_fn(|meta| meta.is_event());
     let (writer, log_guard) = log_writer::batch_writer(std::io::stdout());
     let style = match config.log_format {
@@ -101,6 +104,14 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     if provider.is_some() {
         trace_context::mark_otel_enabled();
     }
-    log_format::write_access_lines_to(writer, style);
+    // The access line bypasses `tracing` only when `tracing::enabled!` can
+    // answer for the filter: with level and target directives alone, which
+    // are decided per call site. A span or field directive (`[...]`) is
+    // decided per event, and a per-layer filter then answers "enabled" to any
+    // question that no event follows (and can drop the next line); there, the
+    // access line stays a `tracing` event.
+    if !directives.contains('[') {
+        log_format::write_access_lines_to(writer, style);
+    }
     Ok(TelemetryGuard { _log: Some(log_guard), tracer: provider })
 }

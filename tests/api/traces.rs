@@ -375,3 +375,36 @@ async fn an_upstream_failure_is_a_502_with_an_error_span_and_spans_flush_on_shut
     assert_eq!(failure.len(), 1, "{logs:#?}");
     assert!(failure[0]["error"].as_str().unwrap().contains("500"), "{:?}", failure[0]);
 }
+
+/// The access line is written straight to the log writer only when
+/// `tracing::enabled!` can answer for the filter. With a span or field
+/// directive it cannot (a per-layer filter answers "enabled" to any question
+/// no event follows), so the line stays a `tracing` event, filtered exactly
+/// as any other: here the middleware's target is at `warn`, and no access
+/// line may appear. (Written directly, each of these requests logged one.)
+#[tokio::test]
+async fn with_a_span_directive_the_access_line_is_filtered_as_any_event() {
+    let mut proc = SgProcess::start(&[("RUST_LOG", "warn,sessiongate::cli=info,[no_such_span]=info")]);
+    let c = client();
+    let alice = token("alice");
+    for _ in 0..3 {
+        assert_eq!(c.get(proc.url("/v1/sessions")).bearer_auth(&alice).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(c.get(proc.url("/v1/sessions")).send().await.unwrap().status(), 401);
+    proc.terminate().await;
+    let logs = proc.log_lines();
+    assert!(
+        logs.iter().any(|l| l["event"] == "listening"),
+        "the filter lets sessiongate::cli's info through"
+    );
+    assert!(!logs.iter().any(|l| l["message"] == "request"), "no access line at warn: {logs:#?}");
+
+    // The same requests under `info` are logged, one line each, by the direct path.
+    let mut proc = SgProcess::start(&[("RUST_LOG", "info")]);
+    for _ in 0..3 {
+        assert_eq!(c.get(proc.url("/v1/sessions")).bearer_auth(&alice).send().await.unwrap().status(), 200);
+    }
+    proc.terminate().await;
+    let access = proc.log_lines().into_iter().filter(|l| l["message"] == "request").count();
+    assert_eq!(access, 3);
+}

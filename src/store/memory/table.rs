@@ -93,8 +93,13 @@ impl<K: Hash + Eq, V> Table<K, V> {
         let i = at as usize;
         let (_, value) = self.chunks[i / CHUNK][i % CHUNK].take().expect("an indexed slot is occupied");
         if self.index.is_empty() {
-            // Give the memory back once nothing is left.
-            *self = Self { hasher: self.hasher.clone(), ..Self::default() };
+            // Give the memory back once nothing is left, but the first chunk:
+            // a shard that goes between none and one session must not free
+            // and reserve a chunk each time.
+            self.chunks.truncate(1);
+            self.chunks.iter_mut().for_each(Vec::clear);
+            self.free = Vec::new();
+            self.index = HashTable::new();
         } else {
             self.free.push(at);
         }
@@ -169,7 +174,10 @@ mod tests {
         for k in 0..5000u32 {
             assert_eq!(table.remove(&k), Some(k));
         }
-        assert!(table.chunks.is_empty() && table.free.is_empty() && table.len() == 0);
+        assert!(table.chunks.len() == 1 && table.chunks[0].is_empty(), "one chunk kept, empty");
+        assert!(table.free.is_empty() && table.len() == 0);
         assert_eq!(table.get(&1), None);
+        table.insert(7, 7);
+        assert_eq!((table.get(&7), table.chunks.len()), (Some(&7), 1));
     }
 }
