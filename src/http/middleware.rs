@@ -26,10 +26,6 @@ use tracing::{Instrument, field};
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// Set by the auth gate on the response, so the access log can say who called.
-#[derive(Debug, Clone, Copy)]
-struct PrincipalKind(&'static str);
-
 /// A client-sent request id is kept when it is short and plain; otherwise a
 /// new one is made, so ids are safe to log and echo.
 fn accept_request_id(value: Option<&HeaderValue>) -> Arc<str> {
@@ -157,7 +153,7 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
 
             // One line per request; `request_id`, `trace_id` and `span_id` come
             // from the request context.
-            let principal = response.extensions().get::<PrincipalKind>().map_or("none", |p| p.0);
+            let principal = RequestContext::with_current(|c| c.map_or("none", |c| c.principal.get()));
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
             let status = status.as_u16();
             if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
@@ -286,10 +282,9 @@ async fn authenticate(state: AppState, req: Request, next: Next) -> Response<Bod
         .await;
     match outcome {
         Ok(principal) => {
-            let kind = principal.kind_str();
-            let mut response = limit_principal(&state, principal, req, next).await;
-            response.extensions_mut().insert(PrincipalKind(kind));
-            response
+            // For the access log (the request context is the envelope's).
+            RequestContext::with_current(|c| c.map(|c| c.principal.set(principal.kind_str())));
+            limit_principal(&state, principal, req, next).await
         }
         Err(failure) => {
             state.events.auth_failure(failure.reason());

@@ -86,6 +86,23 @@ pub fn access(target: &str, line: &AccessLine<'_>) {
 }
 
 fn access_line(style: Style, target: &str, line: &AccessLine<'_>) -> String {
+    if style == Style::Json {
+        // The field names are known, so no visiting: the values straight in.
+        let mut out = String::with_capacity(320);
+        json_head(&mut out, &tracing::Level::INFO, Some("request"));
+        out.push_str(",\"http.request.method\":");
+        json_string(&mut out, line.method);
+        out.push_str(",\"http.route\":");
+        json_string(&mut out, line.route);
+        out.push_str(",\"http.response.status_code\":");
+        out.push_str(itoa::Buffer::new().format(line.status));
+        out.push_str(",\"duration_ms\":");
+        push_f64(&mut out, Style::Json, line.duration_ms);
+        out.push_str(",\"principal\":");
+        json_string(&mut out, line.principal);
+        json_tail(&mut out, target, [false; 3]);
+        return out;
+    }
     render(style, &tracing::Level::INFO, target, |f| {
         f.message = Some("request".into());
         f.string("http.request.method", line.method);
@@ -109,10 +126,63 @@ fn push_hex(line: &mut String, bytes: &[u8]) {
     line.push_str(std::str::from_utf8(&buf[..bytes.len().min(16) * 2]).unwrap_or_default());
 }
 
+/// A JSON line up to its fields: timestamp (now), level and message.
+fn json_head(line: &mut String, level: &tracing::Level, message: Option<&str>) {
+    line.push_str("{\"timestamp\":\"");
+    line.push_str(crate::clock::Rfc3339::now_micros().as_str());
+    line.push_str("\",\"level\":\"");
+    line.push_str(level.as_str());
+    line.push('"');
+    if let Some(m) = message {
+        line.push_str(",\"message\":");
+        json_string(line, m);
+    }
+}
+
+/// A JSON line after its fields: the target, and the current request's ids
+/// unless the event gave them itself (`seen_context`).
+fn json_tail(line: &mut String, target: &str, seen_context: [bool; 3]) {
+    line.push_str(",\"target\":");
+    json_string(line, target);
+    RequestContext::with_current(|c| {
+        if let Some(c) = c {
+            let [request_id, trace_id, span_id] = seen_context;
+            if !request_id {
+                line.push_str(",\"request_id\":");
+                json_string(line, &c.request_id);
+            }
+            // Hex digits: nothing to escape.
+            if !trace_id {
+                line.push_str(",\"trace_id\":\"");
+                push_hex(line, &c.trace_id.to_bytes());
+                line.push('"');
+            }
+            if !span_id {
+                line.push_str(",\"span_id\":\"");
+                push_hex(line, &c.span_id.to_bytes());
+                line.push('"');
+            }
+        }
+    });
+    line.push_str("}\n");
+}
+
+/// A float field's value: ryu's shortest exact digits (faster than
+/// `Display`; it may print `1.0` where `Display` prints `1`, both JSON
+/// numbers), or, for NaN and the infinities, which JSON has not, a string.
+fn push_f64(out: &mut String, style: Style, value: f64) {
+    if value.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(value));
+    } else if style == Style::Json {
+        json_string(out, &value.to_string());
+    } else {
+        out.push_str(&value.to_string());
+    }
+}
+
 /// One line: timestamp, level, message, the fields `fill` writes, target,
 /// and the current request's ids.
 fn render(style: Style, level: &tracing::Level, target: &str, fill: impl FnOnce(&mut Fields)) -> String {
-    let now = crate::clock::Rfc3339::now_micros();
     let mut line = String::with_capacity(320);
     let mut fields =
         Fields { style, out: String::with_capacity(192), message: None, seen_context: [false; 3] };
@@ -120,41 +190,12 @@ fn render(style: Style, level: &tracing::Level, target: &str, fill: impl FnOnce(
     let Fields { out, message, seen_context, .. } = fields;
     match style {
         Style::Json => {
-            line.push_str("{\"timestamp\":\"");
-            line.push_str(now.as_str());
-            line.push_str("\",\"level\":\"");
-            line.push_str(level.as_str());
-            line.push('"');
-            if let Some(m) = &message {
-                line.push_str(",\"message\":");
-                json_string(&mut line, m);
-            }
+            json_head(&mut line, level, message.as_deref());
             line.push_str(&out);
-            line.push_str(",\"target\":");
-            json_string(&mut line, target);
-            RequestContext::with_current(|c| {
-                if let Some(c) = c {
-                    let [request_id, trace_id, span_id] = seen_context;
-                    if !request_id {
-                        line.push_str(",\"request_id\":");
-                        json_string(&mut line, &c.request_id);
-                    }
-                    // Hex digits: nothing to escape.
-                    if !trace_id {
-                        line.push_str(",\"trace_id\":\"");
-                        push_hex(&mut line, &c.trace_id.to_bytes());
-                        line.push('"');
-                    }
-                    if !span_id {
-                        line.push_str(",\"span_id\":\"");
-                        push_hex(&mut line, &c.span_id.to_bytes());
-                        line.push('"');
-                    }
-                }
-            });
-            line.push_str("}\n");
+            json_tail(&mut line, target, seen_context);
         }
         Style::Text => {
+            let now = crate::clock::Rfc3339::now_micros();
             let _ = write!(line, "{now} {:>5} {target}", level.as_str());
             if let Some(m) = &message {
                 line.push_str(": ");
@@ -228,15 +269,8 @@ impl Fields {
     }
 
     fn float(&mut self, name: &str, value: f64) {
-        if value.is_finite() {
-            // ryu: the shortest exact digits, faster than `Display` (it may
-            // print `1.0` where `Display` prints `1`; both are JSON numbers).
-            self.key(name);
-            self.out.push_str(ryu::Buffer::new().format_finite(value));
-        } else {
-            // JSON has no NaN or infinity.
-            self.string(name, &value.to_string());
-        }
+        self.key(name);
+        push_f64(&mut self.out, self.style, value);
     }
 }
 

@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -48,6 +49,9 @@ pub struct RequestContext {
     /// The caller's `tracestate`, forwarded unchanged when no exporter runs
     /// (with one, the OpenTelemetry context carries it).
     pub tracestate: Option<HeaderValue>,
+    /// Who called, once authentication has said (`user`, `api_key`), for the
+    /// access log; `none` until then.
+    pub principal: Cell<&'static str>,
 }
 
 tokio::task_local! {
@@ -71,6 +75,7 @@ impl RequestContext {
                     span_id: sc.span_id(),
                     sampled: sc.is_sampled(),
                     tracestate: None,
+                    principal: Cell::new("none"),
                 };
             }
         }
@@ -84,6 +89,7 @@ impl RequestContext {
             span_id: SpanId::from(rand::random::<u64>().max(1)),
             sampled,
             tracestate,
+            principal: Cell::new("none"),
         }
     }
 
