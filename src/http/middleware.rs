@@ -165,20 +165,11 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
             } else if route.starts_with("/v1/") || status >= 400 {
                 // Written straight to the log writer when ours is installed
                 // (the same line; see `log_format::access`).
-                if log_format::writes_access_lines() {
-                    if tracing::enabled!(kind: tracing::metadata::Kind::EVENT, tracing::Level::INFO) {
-                        let line = AccessLine { method, route, status, duration_ms, principal };
-                        log_format::access(module_path!(), &line);
-                    }
-                } else {
-                    tracing::info!(
-                        http.request.method = method,
-                        http.route = route,
-                        http.response.status_code = status,
-                        duration_ms,
-                        principal,
-                        "request"
-                    );
+                let line = AccessLine { method, route, status, duration_ms, principal };
+                if !log_format::writes_access_lines() {
+                    log_format::access_event!(line);
+                } else if tracing::enabled!(kind: tracing::metadata::Kind::EVENT, tracing::Level::INFO) {
+                    log_format::access(module_path!(), &line);
                 }
             } else {
                 tracing::debug!(

@@ -67,6 +67,25 @@ pub struct AccessLine<'a> {
     pub principal: &'a str,
 }
 
+/// The access line as a `tracing` event, at the caller's target (a macro, so
+/// the event's target is the call site's): what the envelope logs when
+/// `access` does not write, and what a test holds `access` to.
+macro_rules! access_event {
+    ($line:expr) => {{
+        let $crate::telemetry::log_format::AccessLine { method, route, status, duration_ms, principal } =
+            $line;
+        ::tracing::info!(
+            http.request.method = method,
+            http.route = route,
+            http.response.status_code = status,
+            duration_ms,
+            principal,
+            "request"
+        );
+    }};
+}
+pub(crate) use access_event;
+
 /// Whether `access` writes: `telemetry::init` installed our subscriber, with
 /// a filter that `tracing::enabled!` answers for. Otherwise the caller logs
 /// the access line as a `tracing` event.
@@ -397,15 +416,7 @@ mod tests {
     #[tokio::test]
     async fn the_direct_access_line_is_the_events_line() {
         fn event(line: &AccessLine<'_>) {
-            let AccessLine { method, route, status, duration_ms, principal } = *line;
-            tracing::info!(
-                http.request.method = method,
-                http.route = route,
-                http.response.status_code = status,
-                duration_ms,
-                principal,
-                "request"
-            );
+            access_event!(*line);
         }
         let after_timestamp = |s: &str| s.split_once("Z").expect("a timestamp").1.to_string();
         let lines = [
