@@ -8,6 +8,9 @@
 //! "request_id", "trace_id", "span_id"}`. Field names are the event's own
 //! (`http.route`, `duration_ms`, …); numbers and booleans stay JSON numbers and
 //! booleans.
+//!
+//! The access line, one per request, can also be written here directly
+//! (`access`), without a `tracing` event: the same bytes, for less.
 
 use super::log_writer::BatchWriter;
 use super::trace_context::RequestContext;
