@@ -231,7 +231,7 @@ impl SessionStore for RedisStore {
             _ => return Ok(None),
         }
         let session = record(id, Arc::from(user), &f[1..])?;
-        Ok((session.expires_at > now).then_some(session))
+        Ok(session.is_live(now).then_some(session))
     }
 
     async fn list(&self, user: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
