@@ -96,6 +96,13 @@ impl JwtVerifier {
         if let Some(principal) = self.verified.get(token) {
             return Ok(principal);
         }
+        // Boxed: the decoded header and a JWKS refetch make this part's
+        // future large, and every request's future would carry it.
+        Box::pin(self.verify_uncached(token)).await
+    }
+
+    /// A token not in the cache: decode, check, and cache it.
+    async fn verify_uncached(&self, token: &str) -> Result<Principal, AuthFailure> {
         // The header only chooses among our keys; `jku`/`x5u` are never read.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
         let alg = header.alg;

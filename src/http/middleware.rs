@@ -61,24 +61,29 @@ fn method_label(m: &Method) -> &'static str {
 
 /// The handler's answer; a 408 once `timeout` has passed (the handler's
 /// future is dropped); a 500 when it panicked (a bug, logged by the envelope
-/// with the panic message) instead of a dropped connection.
-async fn guarded(
+/// with the panic message) instead of a dropped connection. (Not an `async
+/// fn`: that would hold the handler's future twice, unstarted and inside the
+/// timeout.)
+fn guarded(
     handler: impl std::future::Future<Output = Response<Body>>,
     timeout: std::time::Duration,
-) -> Response<Body> {
+) -> impl std::future::Future<Output = Response<Body>> {
     use futures::FutureExt;
-    match tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(handler).catch_unwind()).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(panic)) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            super::problem::ApiError::Internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
+    tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(handler).catch_unwind()).map(|outcome| {
+        match outcome {
+            Ok(Ok(response)) => response,
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                super::problem::ApiError::Internal(anyhow::anyhow!("handler panicked: {what}"))
+                    .into_response()
+            }
+            Err(_) => axum::http::StatusCode::REQUEST_TIMEOUT.into_response(),
         }
-        Err(_) => axum::http::StatusCode::REQUEST_TIMEOUT.into_response(),
-    }
+    })
 }
 
 /// The timeout and panic guard as a layer of its own, inside CORS when CORS

@@ -93,9 +93,11 @@ impl RequestContext {
         }
     }
 
-    /// Run `fut` with this context current.
-    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
-        CURRENT.scope(self, fut).await
+    /// Run `fut` with this context current. (A plain function, not an
+    /// `async fn`: that would hold `fut` twice, once unstarted and once
+    /// inside the task-local future, and the request's future is large.)
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
     }
 
     /// Read the current request's context, if inside one.
