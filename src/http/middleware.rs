@@ -235,7 +235,26 @@ pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Re
     {
         return refused;
     }
-    authenticate(state, req, next).await
+    // Authentication, here rather than in an async fn of its own: each level
+    // of nested async fns holds the request (and the rest) once more.
+    let headers = req.headers();
+    let outcome = state
+        .auth
+        .authenticate(
+            headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+            headers.get(&API_KEY).map(HeaderValue::as_bytes),
+        )
+        .await;
+    let principal = match outcome {
+        Ok(principal) => principal,
+        Err(failure) => {
+            state.events.auth_failure(failure.reason());
+            return super::problem::ApiError::Unauthenticated(failure).into_response();
+        }
+    };
+    // For the access log (the request context is the envelope's).
+    RequestContext::with_current(|c| c.map(|c| c.principal.set(principal.kind_str())));
+    limit_principal(&state, principal, req, next).await
 }
 
 /// The per-IP GCRA (governor's keyed limiter, with tower-governor's
@@ -264,29 +283,6 @@ fn per_ip(state: &AppState, per_ip: &super::PerIp, req: &Request) -> Option<Resp
         }
         .into_response(),
     )
-}
-
-/// Authenticate the caller and hand the principal on.
-async fn authenticate(state: AppState, req: Request, next: Next) -> Response<Body> {
-    let headers = req.headers();
-    let outcome = state
-        .auth
-        .authenticate(
-            headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
-            headers.get(&API_KEY).map(HeaderValue::as_bytes),
-        )
-        .await;
-    match outcome {
-        Ok(principal) => {
-            // For the access log (the request context is the envelope's).
-            RequestContext::with_current(|c| c.map(|c| c.principal.set(principal.kind_str())));
-            limit_principal(&state, principal, req, next).await
-        }
-        Err(failure) => {
-            state.events.auth_failure(failure.reason());
-            super::problem::ApiError::Unauthenticated(failure).into_response()
-        }
-    }
 }
 
 /// Per-principal limits, after authentication: every policy that applies to
