@@ -28,8 +28,17 @@ struct Outcomes {
     other: std::sync::Mutex<Vec<String>>,
 }
 
-/// One session each for `n` users, made while the store is healthy.
+/// One session each for `n` users, made while the store is healthy (ready:
+/// connected to Redis, so the first create does not also pay for connecting
+/// within the short command timeout).
 async fn sessions(app: &TestApp, n: usize) -> Vec<(String, String)> {
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.client.get(app.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+        })
+        .await,
+        "ready before the load"
+    );
     let mut out = Vec::new();
     for i in 0..n {
         let user = token(&format!("load-{i}"));
