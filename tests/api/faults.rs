@@ -28,17 +28,19 @@ struct Outcomes {
     other: std::sync::Mutex<Vec<String>>,
 }
 
+/// `/readyz` answers 200 within `timeout`.
+async fn ready_within(app: &TestApp, timeout: Duration) -> bool {
+    eventually(timeout, || async {
+        app.client.get(app.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await
+}
+
 /// One session each for `n` users, made while the store is healthy (ready:
 /// connected to Redis, so the first create does not also pay for connecting
 /// within the short command timeout).
 async fn sessions(app: &TestApp, n: usize) -> Vec<(String, String)> {
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            app.client.get(app.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
-        })
-        .await,
-        "ready before the load"
-    );
+    assert!(ready_within(app, Duration::from_secs(10)).await, "ready before the load");
     let mut out = Vec::new();
     for i in 0..n {
         let user = token(&format!("load-{i}"));
@@ -124,13 +126,7 @@ async fn a_stalled_redis_under_load_is_a_bounded_503_with_no_pile_up() {
     assert!(in_flight <= 9.0, "{in_flight} requests in flight with 8 clients");
 
     // Recovery without a restart.
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            app.client.get(app.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
-        })
-        .await,
-        "ready again after Redis resumed"
-    );
+    assert!(ready_within(&app, Duration::from_secs(10)).await, "ready again after Redis resumed");
     let stop = Arc::new(AtomicBool::new(false));
     let after = Arc::new(Outcomes::default());
     let workers = load(&app, &clients[..4], stop.clone(), after.clone());

@@ -281,18 +281,28 @@ async fn a_config_patch_on_one_process_is_in_force_on_the_other_within_a_second(
     );
 }
 
-/// A request on a route with only short windows must not shorten the life of
-/// a long window's counters (they share the principal's key).
-#[tokio::test]
-async fn short_windows_never_expire_a_long_windows_counters() {
-    use sessiongate::ratelimit::{LimiterBackend, WindowCheck, redis::RedisLimiter};
-    let redis = RedisServer::start();
-    let config = crate::store_suite::redis_config(vec![redis.url()], "ttl");
+/// A Redis connection and the Redis limiter on `redis`, under `prefix`; the
+/// connection too, for reading the limiter's keys.
+fn limiter_on(
+    redis: &RedisServer,
+    prefix: &str,
+) -> (std::sync::Arc<sessiongate::store::redis::Redis>, sessiongate::ratelimit::redis::RedisLimiter) {
+    let config = crate::store_suite::redis_config(vec![redis.url()], prefix);
     let events = std::sync::Arc::new(sessiongate::telemetry::Events::new(std::sync::Arc::new(
         sessiongate::telemetry::Metrics::new(),
     )));
     let conn = std::sync::Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
-    let limiter = RedisLimiter::new(conn.clone(), Duration::from_secs(60));
+    let limiter = sessiongate::ratelimit::redis::RedisLimiter::new(conn.clone(), Duration::from_secs(60));
+    (conn, limiter)
+}
+
+/// A request on a route with only short windows must not shorten the life of
+/// a long window's counters (they share the principal's key).
+#[tokio::test]
+async fn short_windows_never_expire_a_long_windows_counters() {
+    use sessiongate::ratelimit::{LimiterBackend, WindowCheck};
+    let redis = RedisServer::start();
+    let (conn, limiter) = limiter_on(&redis, "ttl");
     let check = |name: &str, window_ms: i64| WindowCheck {
         index: 0,
         name: std::sync::Arc::from(name),
@@ -311,14 +321,9 @@ async fn short_windows_never_expire_a_long_windows_counters() {
 /// the principal keeps making requests; a released slot is free at once.
 #[tokio::test]
 async fn a_leaked_concurrency_slot_lapses_at_its_deadline() {
-    use sessiongate::ratelimit::{LimiterBackend, WindowCheck, redis::RedisLimiter};
+    use sessiongate::ratelimit::{LimiterBackend, WindowCheck};
     let redis = RedisServer::start();
-    let config = crate::store_suite::redis_config(vec![redis.url()], "slots");
-    let events = std::sync::Arc::new(sessiongate::telemetry::Events::new(std::sync::Arc::new(
-        sessiongate::telemetry::Metrics::new(),
-    )));
-    let conn = std::sync::Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
-    let limiter = RedisLimiter::new(conn, Duration::from_secs(60));
+    let (_, limiter) = limiter_on(&redis, "slots");
     let policy = WindowCheck {
         index: 0,
         name: std::sync::Arc::from("in-flight"),
@@ -349,16 +354,11 @@ async fn a_leaked_concurrency_slot_lapses_at_its_deadline() {
 fn the_redis_windows_agree_with_the_memory_windows() {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
-    use sessiongate::ratelimit::{LimiterBackend, WindowCheck, memory::MemoryLimiter, redis::RedisLimiter};
+    use sessiongate::ratelimit::{LimiterBackend, WindowCheck, memory::MemoryLimiter};
     let server = RedisServer::start();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _entered = rt.enter();
-    let config = crate::store_suite::redis_config(vec![server.url()], "model");
-    let events = std::sync::Arc::new(sessiongate::telemetry::Events::new(std::sync::Arc::new(
-        sessiongate::telemetry::Metrics::new(),
-    )));
-    let conn = std::sync::Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
-    let redis = RedisLimiter::new(conn.clone(), Duration::from_secs(60));
+    let (conn, redis) = limiter_on(&server, "model");
     // At least a minute: Redis's TTLs run on its own clock, which hardly moves
     // while the test's jumps by days.
     const WINDOWS: [i64; 3] = [60_000, 600_000, 3_600_000];
