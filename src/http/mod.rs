@@ -7,6 +7,7 @@
 pub mod dto;
 pub mod extract;
 pub mod handlers;
+pub mod head_deadline;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;

@@ -4,6 +4,9 @@
 //! connection open forever; with it, hyper closes such a connection after
 //! `header_read_timeout`.
 //!
+//! The deadline is hyper's own header-read timeout, driven by a timer of ours
+//! that costs a request no tokio timer (`head_deadline`).
+//!
 //! Each connection is served by hyper-util's HTTP/1 server with TCP_NODELAY,
 //! the peer address as `ConnectInfo` (for the per-IP limit), and graceful
 //! shutdown: when `stop` is cancelled the listener closes, idle connections
@@ -15,7 +18,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::extract::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
@@ -31,6 +34,7 @@ pub async fn serve(
 ) {
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (all_closed, connection) = tokio::sync::watch::channel(());
+    let deadlines = super::head_deadline::HeadDeadlines::start(header_read_timeout);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -50,10 +54,10 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
-        let (stop, connection) = (stop.clone(), connection.clone());
+        let (stop, connection, timer) = (stop.clone(), connection.clone(), deadlines.connection());
         tokio::spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+            builder.http1().timer(timer).header_read_timeout(header_read_timeout);
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
             let mut conn = std::pin::pin!(conn);

@@ -185,7 +185,8 @@ async fn api8_errors_reveal_no_internals() {
 
 /// API4 too: a client that sends half a request head and then nothing
 /// (slowloris) is disconnected after `server.header_read_timeout`, instead of
-/// holding its connection forever.
+/// holding its connection forever; so is a kept-alive connection that sends
+/// no next request.
 #[tokio::test]
 async fn api4_a_slow_header_client_is_disconnected() {
     let app = spawn_app_with("[server]\nheader_read_timeout = \"500ms\"").await;
@@ -202,7 +203,26 @@ async fn api4_a_slow_header_client_is_disconnected() {
     .await
     .unwrap();
     assert!(closed_after < Duration::from_secs(3), "still open after {closed_after:?}");
+    // Never before the deadline (the head began just before `started`).
+    assert!(closed_after >= Duration::from_millis(450), "closed after only {closed_after:?}");
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    // The next head on a kept-alive connection has the same deadline: an idle
+    // connection is closed after it too, and not before.
+    let (answered, closed_after) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let started = std::time::Instant::now();
+        let rest = s.read(&mut buf).unwrap_or(0);
+        (String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200") && rest == 0, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(answered, "a 200, then the close");
+    assert!(closed_after >= Duration::from_millis(450), "closed after only {closed_after:?}");
+    assert!(closed_after < Duration::from_secs(3), "still open after {closed_after:?}");
     // A normal client is unaffected.
     assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
 }

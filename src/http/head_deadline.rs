@@ -1,0 +1,211 @@
+//! The deadline for reading a request's head (`server.header_read_timeout`),
+//! as hyper's `Timer`, without a tokio timer per request.
+//!
+//! hyper arms its header-read timeout each time it waits for a request head:
+//! the first on a connection, and every next one on a kept-alive connection
+//! (so an idle keep-alive connection is closed after the timeout too). With
+//! tokio's timer that is, per request, an allocation, a clock read, and an
+//! insertion into and removal from tokio's timer wheel under its lock: about
+//! 1k instructions more than this module's, 2–3% of a request (callgrind,
+//! `loadtest/bench.sh`'s request). Here each connection's timer is ours:
+//!
+//! - A head's sleep, when hyper polls it, writes its deadline and hyper's
+//!   waker into the connection's slot; dropping it (the head arrived) clears
+//!   the slot. Both take the slot's own lock, which nobody else holds but the
+//!   sweeper for an instant.
+//! - One sweeper task per server ticks every `timeout / 8` (10 ms to 1 s),
+//!   reads the clock, and wakes the connections whose deadline has passed.
+//!   hyper then polls the sleep, finds it due by that reading, and closes
+//!   the connection exactly as with its own timer.
+//!
+//! A deadline therefore fires between `timeout` and `timeout` plus a tick (an
+//! eighth more) after hyper began waiting, never before; later only when the
+//! runtime is too busy to run the sweeper on time. Knows nothing of routes,
+//! requests or what is served.
+
+use parking_lot::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// One server's head deadlines: hands out a timer per connection and runs
+/// the sweeper while any of them (or this) is alive.
+pub struct HeadDeadlines {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    base: Instant,
+    /// Milliseconds since `base`, as of the sweeper's last tick: a sleep is
+    /// due when this has reached its deadline.
+    now_ms: AtomicU64,
+    tick: Duration,
+    /// Every connection's slot; dead ones are dropped by the sweeper.
+    slots: Mutex<Vec<Weak<Slot>>>,
+}
+
+/// What the connection's current head sleep waits for: its id (a connection
+/// makes one sleep per head), its deadline in the shared clock's
+/// milliseconds, and hyper's waker.
+#[derive(Default)]
+struct Slot {
+    armed: Mutex<Option<(u64, u64, Waker)>>,
+    next_id: AtomicU64,
+}
+
+impl HeadDeadlines {
+    /// Starts the sweeper (inside a tokio runtime). It ends by itself once
+    /// this and every timer it handed out are dropped.
+    pub fn start(timeout: Duration) -> Self {
+        let tick = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let shared = Arc::new(Shared {
+            base: Instant::now(),
+            now_ms: AtomicU64::new(0),
+            tick,
+            slots: Mutex::new(Vec::new()),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&shared)));
+        Self { shared }
+    }
+
+    /// hyper's timer for one more connection.
+    pub fn connection(&self) -> ConnectionTimer {
+        let slot = Arc::new(Slot::default());
+        self.shared.slots.lock().push(Arc::downgrade(&slot));
+        ConnectionTimer { shared: self.shared.clone(), slot }
+    }
+}
+
+async fn sweep(shared: Weak<Shared>) {
+    let tick = match shared.upgrade() {
+        Some(s) => s.tick,
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut due = Vec::new();
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let now = shared.base.elapsed().as_millis() as u64;
+        shared.now_ms.store(now, Ordering::Relaxed);
+        shared.slots.lock().retain(|slot| {
+            let Some(slot) = slot.upgrade() else { return false };
+            if let Some((_, deadline, waker)) = &*slot.armed.lock()
+                && *deadline <= now
+            {
+                due.push(waker.clone());
+            }
+            true
+        });
+        // Woken outside the locks: hyper polls the sleep, which is now due.
+        due.drain(..).for_each(Waker::wake);
+    }
+}
+
+/// hyper's `Timer` for one connection (see the module note).
+pub struct ConnectionTimer {
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+}
+
+impl hyper::rt::Timer for ConnectionTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(self.now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        // In whole milliseconds, rounded up: never early.
+        let since_base = deadline.saturating_duration_since(self.shared.base);
+        Box::pin(HeadSleep {
+            id: self.slot.next_id.fetch_add(1, Ordering::Relaxed),
+            deadline_ms: since_base.as_micros().div_ceil(1000) as u64,
+            shared: self.shared.clone(),
+            slot: self.slot.clone(),
+        })
+    }
+}
+
+struct HeadSleep {
+    id: u64,
+    deadline_ms: u64,
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.now_ms.load(Ordering::Relaxed) >= self.deadline_ms {
+            return Poll::Ready(());
+        }
+        let mut armed = self.slot.armed.lock();
+        match &mut *armed {
+            Some((id, _, waker)) if *id == self.id && waker.will_wake(cx.waker()) => {}
+            other => *other = Some((self.id, self.deadline_ms, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
+
+impl Drop for HeadSleep {
+    fn drop(&mut self) {
+        let mut armed = self.slot.armed.lock();
+        if armed.as_ref().is_some_and(|(id, _, _)| *id == self.id) {
+            *armed = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Timer;
+
+    #[tokio::test]
+    async fn a_sleep_fires_after_its_deadline_never_before() {
+        let deadlines = HeadDeadlines::start(Duration::from_millis(200));
+        let timer = deadlines.connection();
+        let started = Instant::now();
+        let sleep = timer.sleep(Duration::from_millis(200));
+        sleep.await;
+        let waited = started.elapsed();
+        // The deadline, plus at most a tick of 25 ms (and a scheduling margin).
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_millis(400), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_sleep_disarms_its_slot_and_a_newer_one_is_not_disarmed_by_an_older() {
+        let deadlines = HeadDeadlines::start(Duration::from_secs(8));
+        let timer = deadlines.connection();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = timer.sleep(Duration::from_secs(60));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(timer.slot.armed.lock().is_some());
+        let mut second = timer.sleep(Duration::from_secs(60));
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        drop(first);
+        assert!(timer.slot.armed.lock().is_some(), "the newer sleep is still armed");
+        drop(second);
+        assert!(timer.slot.armed.lock().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_forgets_closed_connections_and_ends_with_its_server() {
+        let deadlines = HeadDeadlines::start(Duration::from_millis(80));
+        let kept = deadlines.connection();
+        drop(deadlines.connection());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(kept.shared.slots.lock().len(), 1);
+        let shared = Arc::downgrade(&kept.shared);
+        drop((deadlines, kept));
+        assert!(shared.upgrade().is_none(), "nothing holds the shared state but the timers");
+    }
+}
