@@ -178,7 +178,10 @@ impl JwtVerifier {
 /// parsing once. An entry is used only while its token's `exp` (with leeway)
 /// has not passed and for at most `VERIFIED_TTL`, so a key removed from the
 /// JWKS or a changed setting takes effect within that. Bounded: a full shard
-/// is emptied rather than grown.
+/// is emptied rather than grown. Both limits become one monotonic instant
+/// when the entry is made, so a hit reads one clock (the wall clock is read
+/// on a miss, by the verification itself); a step of the wall clock reaches
+/// an entry already made within `VERIFIED_TTL`.
 type VerifiedShard = parking_lot::Mutex<hashbrown::HashMap<Box<str>, Verified>>;
 
 pub(super) struct VerifiedCache {
@@ -189,8 +192,9 @@ pub(super) struct VerifiedCache {
 
 struct Verified {
     principal: Principal,
-    exp: u64,
-    at: std::time::Instant,
+    /// The earlier of the entry's end (`VERIFIED_TTL`) and the token's
+    /// (`exp` plus leeway, to the end of that second).
+    until: std::time::Instant,
 }
 
 const VERIFIED_TTL: Duration = Duration::from_secs(30);
@@ -212,11 +216,10 @@ impl VerifiedCache {
     }
 
     pub(super) fn get(&self, token: &str) -> Option<Principal> {
-        let now = jsonwebtoken::get_current_timestamp();
+        let now = std::time::Instant::now();
         let shard = self.shard(token).lock();
         let v = shard.get(token)?;
-        (now <= v.exp.saturating_add(self.leeway) && v.at.elapsed() < VERIFIED_TTL)
-            .then(|| v.principal.clone())
+        (now < v.until).then(|| v.principal.clone())
     }
 
     pub(super) fn put(&self, token: &str, principal: &Principal, exp: u64) {
@@ -224,10 +227,11 @@ impl VerifiedCache {
         if shard.len() >= VERIFIED_PER_SHARD {
             shard.clear();
         }
-        shard.insert(
-            Box::from(token),
-            Verified { principal: principal.clone(), exp, at: std::time::Instant::now() },
-        );
+        let now = std::time::Instant::now();
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let token_end = Duration::from_secs(exp.saturating_add(self.leeway).saturating_add(1));
+        let until = now + token_end.saturating_sub(wall).min(VERIFIED_TTL);
+        shard.insert(Box::from(token), Verified { principal: principal.clone(), until });
     }
 }
 

