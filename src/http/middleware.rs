@@ -90,7 +90,13 @@ fn guarded(
 /// The timeout and panic guard as a layer of its own, inside CORS when CORS
 /// is configured (`AppParts::guard_inside_cors`).
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
-    guarded(next.run(req), Instant::now() + state.request_timeout).await
+    guarded(next.run(req), deadline(Instant::now(), state.request_timeout)).await
+}
+
+/// `from + timeout`, or practically never for a timeout past what an
+/// `Instant` can hold (the setting has no upper bound).
+fn deadline(from: Instant, timeout: std::time::Duration) -> Instant {
+    from.checked_add(timeout).unwrap_or_else(|| from + std::time::Duration::from_secs(30 * 365 * 86_400))
 }
 
 pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
@@ -132,7 +138,9 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
                 next.run(req).instrument(span.clone()).await
             } else {
                 // The deadline from the request's start: no second clock read.
-                guarded(next.run(req), started + state.request_timeout).instrument(span.clone()).await
+                guarded(next.run(req), deadline(started, state.request_timeout))
+                    .instrument(span.clone())
+                    .await
             };
             active.decrement(1.0);
 
@@ -345,6 +353,13 @@ mod tests {
     use super::*;
     use axum::http::StatusCode;
     use std::time::Duration;
+
+    #[test]
+    fn a_timeout_too_long_for_an_instant_is_far_off_not_a_panic() {
+        let now = Instant::now();
+        assert_eq!(deadline(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+        assert!(deadline(now, Duration::MAX) > now + Duration::from_secs(365 * 86_400));
+    }
 
     #[tokio::test]
     async fn guarded_passes_an_answer_through() {
