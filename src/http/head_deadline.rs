@@ -5,9 +5,11 @@
 //! the first on a connection, and every next one on a kept-alive connection
 //! (so an idle keep-alive connection is closed after the timeout too). With
 //! tokio's timer that is, per request, an allocation, a clock read, and an
-//! insertion into and removal from tokio's timer wheel under its lock: about
-//! 1k instructions more than this module's, 2–3% of a request (callgrind,
-//! `loadtest/bench.sh`'s request). Here each connection's timer is ours:
+//! insertion into and removal from tokio's timer wheel under its lock. Here
+//! the allocation and the clock read remain (hyper boxes every sleep and
+//! computes its deadline), the wheel is gone: about 1.2k instructions fewer,
+//! 3% of a request (callgrind, `loadtest/bench.sh`'s request). Each
+//! connection's timer is ours:
 //!
 //! - A head's sleep, when hyper polls it, writes its deadline and hyper's
 //!   waker into the connection's slot; dropping it (the head arrived) clears

@@ -5,9 +5,13 @@
 //! `header_read_timeout`.
 //!
 //! The deadline is hyper's own header-read timeout, driven by a timer of ours
-//! that costs a request no tokio timer (`head_deadline`).
+//! that costs a request no tokio timer (`head_deadline`). It runs from the
+//! moment a connection is served, so a client that connects and sends
+//! nothing is closed too: the connection is hyper's HTTP/1 server itself,
+//! not hyper-util's auto-detecting one, which first waits for bytes to tell
+//! HTTP/1 from HTTP/2 (the service speaks HTTP/1 only) with no deadline.
 //!
-//! Each connection is served by hyper-util's HTTP/1 server with TCP_NODELAY,
+//! Each connection is served by hyper's HTTP/1 server with TCP_NODELAY,
 //! the peer address as `ConnectInfo` (for the per-IP limit), and graceful
 //! shutdown: when `stop` is cancelled the listener closes, idle connections
 //! close, in-flight requests finish, and `serve` returns once every
@@ -18,8 +22,8 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::extract::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -56,10 +60,11 @@ pub async fn serve(
         });
         let (stop, connection, timer) = (stop.clone(), connection.clone(), deadlines.connection());
         tokio::spawn(async move {
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().timer(timer).header_read_timeout(header_read_timeout);
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            let conn = http1::Builder::new()
+                .timer(timer)
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
