@@ -36,8 +36,18 @@ cargo build --release --quiet --bin sessiongate --example bare_axum
 BIN=target/release/sessiongate
 TICK=$(getconf CLK_TCK)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "${RESULTS:-}" "${MON:-}" "${rdir:-}"
+}
 trap cleanup EXIT
+stop() {  # stop PID: ends a server of ours and forgets it (its number may be reused)
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true   # our own child: reaped, so no "Terminated" line
+  local keep=() q
+  for q in "${PIDS[@]}"; do [ "$q" = "$1" ] || keep+=("$q"); done
+  PIDS=("${keep[@]}")
+}
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -56,7 +66,9 @@ run() {
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  [ -n "$non2xx" ] && { echo "$name: $non2xx non-2xx responses; the run is invalid"; exit 1; }
+  # (`set -e` does not reach inside the `$(run ...)` that calls this.)
+  [ -n "$rps" ] && [ -n "$reqs" ] || { echo "$name: wrk measured nothing: $out" >&2; exit 1; }
+  [ -n "$non2xx" ] && { echo "$name: $non2xx non-2xx responses; the run is invalid" >&2; exit 1; }
   echo "$name $rps $(( (after - before) * 1000000 / TICK )) $reqs $p50 $p99"
 }
 
@@ -116,7 +128,7 @@ round() {
   wait_http "http://127.0.0.1:$p/v1/sessions/x"
   line=$(run bare $pid "http://127.0.0.1:$p/v1/sessions/0190f7d2-0000-7000-8000-000000000000")
   echo "$r $line - - -" >>"$RESULTS"
-  kill $pid
+  stop $pid
 
   for mode in nolimit memory; do
     p=$(free_port)
@@ -133,7 +145,8 @@ round() {
       # The server's own view of the same requests (its duration histogram, from
       # the envelope's start to its end): the difference is time spent queued,
       # in the kernel and in the load generator.
-      read -r _ half_p99 <<<"$(half_latency <<<"$out")"
+      half_p99=$(half_latency <<<"$out")   # an assignment: a refused answer stops the script
+      half_p99=${half_p99#* }
       line="$line $half $half_p99 $(curl -sf "http://127.0.0.1:$p/metrics" | python3 -c '
 import re, sys
 buckets = []
@@ -148,7 +161,7 @@ print(next("%g" % (le * 1000) for le, n in buckets if n >= 0.99 * total))')"
       line="$line - - -"
     fi
     echo "$r $line" >>"$RESULTS"
-    kill $pid
+    stop $pid
   done
 
   p=$(free_port)
@@ -157,7 +170,7 @@ print(next("%g" % (le * 1000) for le, n in buckets if n >= 0.99 * total))')"
   id=$(session_of "http://127.0.0.1:$p" "$TOKEN")
   line=$(run redis-nolimit $pid "http://127.0.0.1:$p/v1/sessions/$id" "$AUTH")
   echo "$r $line - - -" >>"$RESULTS"
-  kill $pid
+  stop $pid
   p=$(free_port)
   pid=$(start_sg $p "${LIMITS[@]}" "${REDIS_STORE[@]}")
   PIDS+=($pid); wait_http "http://127.0.0.1:$p/healthz"
@@ -174,7 +187,7 @@ print(next("%g" % (le * 1000) for le, n in buckets if n >= 0.99 * total))')"
     [ "${load_gets:-0}" -gt 0 ] || { echo "the MONITOR sample saw no request; round trips not measured"; exit 1; }
     echo "$idle_cmds $load_cmds $load_gets" >"$MON"
   fi
-  kill $pid
+  stop $pid
 }
 
 for r in $(seq "$ROUNDS"); do
@@ -217,11 +230,11 @@ def row(what, values, fmt, target, ok):
     spread = f" ({fmt(min(values))}–{fmt(max(values))})" if len(values) > 1 else ""
     print(f"  {what:<52} {fmt(med) + spread:>24}  target {target:<9} {'met' if ok(med) else 'NOT met'}")
 row("full stack (memory) throughput / bare axum", [x["memory"]["rps"] / x["bare"]["rps"] for x in rounds],
-    lambda v: f"{v:.2f}", ">= 0.80", lambda v: v >= 0.80)
+    lambda v: f"{v:.3f}", ">= 0.80", lambda v: v >= 0.80)
 row("full stack server CPU per request / bare axum", [x["memory"]["us"] / x["bare"]["us"] for x in rounds],
-    lambda v: f"{v:.2f}x", "<= 1.5x", lambda v: v <= 1.5)
+    lambda v: f"{v:.3f}x", "<= 1.5x", lambda v: v <= 1.5)
 row("Redis store throughput / memory store", [x["redis"]["rps"] / x["memory"]["rps"] for x in rounds],
-    lambda v: f"{v:.2f}", ">= 0.50", lambda v: v >= 0.50)
+    lambda v: f"{v:.3f}", ">= 0.50", lambda v: v >= 0.50)
 idle_cmds, load_cmds, load_gets = map(float, open(mon).read().split())
 trips = (load_cmds - idle_cmds) / load_gets
 print(f"  {'Redis round trips per request (Redis limiter included)':<52} {trips:>24.3f}  target {'<= 2':<9} {'met' if trips <= 2.005 else 'NOT met'}")
