@@ -94,7 +94,8 @@ async fn sweep(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else { return };
         let now = shared.base.elapsed().as_millis() as u64;
         shared.now_ms.store(now, Ordering::Relaxed);
-        shared.slots.lock().retain(|slot| {
+        let mut slots = shared.slots.lock();
+        slots.retain(|slot| {
             let Some(slot) = slot.upgrade() else { return false };
             if let Some((_, deadline, waker)) = &*slot.armed.lock()
                 && *deadline <= now
@@ -103,6 +104,12 @@ async fn sweep(shared: Weak<Shared>) {
             }
             true
         });
+        // After a flood of connections, give the room back.
+        if slots.capacity() > 64 && slots.len() < slots.capacity() / 4 {
+            let keep = slots.len() * 2;
+            slots.shrink_to(keep);
+        }
+        drop(slots);
         // Woken outside the locks: hyper polls the sleep, which is now due.
         due.drain(..).for_each(Waker::wake);
     }
@@ -204,8 +211,11 @@ mod tests {
         let deadlines = HeadDeadlines::start(Duration::from_millis(80));
         let kept = deadlines.connection();
         drop(deadlines.connection());
+        let flood: Vec<_> = (0..1000).map(|_| deadlines.connection()).collect();
+        drop(flood);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(kept.shared.slots.lock().len(), 1);
+        assert!(kept.shared.slots.lock().capacity() <= 64, "the flood's room is given back");
         let shared = Arc::downgrade(&kept.shared);
         drop((deadlines, kept));
         assert!(shared.upgrade().is_none(), "nothing holds the shared state but the timers");
