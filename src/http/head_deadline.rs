@@ -121,6 +121,32 @@ pub struct ConnectionTimer {
     slot: Arc<Slot>,
 }
 
+impl ConnectionTimer {
+    /// What the connection is doing, as its timer sees it (for shutdown).
+    pub fn watch(&self) -> HeadWatch {
+        HeadWatch(self.slot.clone())
+    }
+}
+
+/// Whether a connection is still waiting for its first request.
+pub struct HeadWatch(Arc<Slot>);
+
+impl HeadWatch {
+    /// True until hyper has read the connection's first request head: before
+    /// hyper has begun, and while it waits for that head (or the rest of
+    /// it). Then nothing was asked and nothing is owed; hyper's graceful
+    /// shutdown would still wait for the head (a connection starts "busy"),
+    /// up to `header_read_timeout`.
+    pub fn awaiting_first_request(&self) -> bool {
+        let armed = self.0.armed.lock();
+        match self.0.next_id.load(Ordering::Relaxed) {
+            0 => true,
+            1 => armed.as_ref().is_some_and(|(id, _, _)| *id == 0),
+            _ => false,
+        }
+    }
+}
+
 impl hyper::rt::Timer for ConnectionTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         self.sleep_until(self.now() + duration)
@@ -204,6 +230,23 @@ mod tests {
         assert!(timer.slot.armed.lock().is_some(), "the newer sleep is still armed");
         drop(second);
         assert!(timer.slot.armed.lock().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_watch_sees_a_connection_await_its_first_request_and_no_later() {
+        let deadlines = HeadDeadlines::start(Duration::from_secs(8));
+        let timer = deadlines.connection();
+        let watch = timer.watch();
+        assert!(watch.awaiting_first_request(), "before hyper has begun");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = timer.sleep(Duration::from_secs(8));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(watch.awaiting_first_request(), "waiting for the first head");
+        drop(first);
+        assert!(!watch.awaiting_first_request(), "the first request is in flight");
+        let mut next = timer.sleep(Duration::from_secs(8));
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        assert!(!watch.awaiting_first_request(), "a kept-alive connection: hyper's own shutdown closes it");
     }
 
     #[tokio::test]

@@ -13,9 +13,10 @@
 //!
 //! Each connection is served by hyper's HTTP/1 server with TCP_NODELAY,
 //! the peer address as `ConnectInfo` (for the per-IP limit), and graceful
-//! shutdown: when `stop` is cancelled the listener closes, idle connections
-//! close, in-flight requests finish, and `serve` returns once every
-//! connection has ended. Knows nothing of routes.
+//! shutdown: when `stop` is cancelled the listener closes, connections
+//! without a request in flight close (idle, or not yet past a first head),
+//! the in-flight requests finish, and `serve` returns once every connection
+//! has ended. Knows nothing of routes.
 
 use axum::Router;
 use axum::body::Body;
@@ -59,6 +60,7 @@ pub async fn serve(
             req
         });
         let (stop, connection, timer) = (stop.clone(), connection.clone(), deadlines.connection());
+        let head = timer.watch();
         tokio::spawn(async move {
             let conn = http1::Builder::new()
                 .timer(timer)
@@ -69,8 +71,15 @@ pub async fn serve(
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
+                    // hyper closes an idle kept-alive connection at once
+                    // and finishes a request in flight first; but a
+                    // connection still waiting for its first request (sent
+                    // nothing, or half a head) it would keep up to
+                    // `header_read_timeout`. Nothing is owed there: closed now.
+                    if !head.awaiting_first_request() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.as_mut().await;
+                    }
                 }
             }
             drop(connection);

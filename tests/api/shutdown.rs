@@ -34,3 +34,52 @@ async fn readiness_reports_ready_until_shutdown() {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["status"], "ready");
     app.stop().await.expect("clean stop");
 }
+
+/// A connection with no request in flight does not hold up the shutdown:
+/// one that has sent nothing yet or half a first head (which hyper alone
+/// would keep up to `header_read_timeout`), and a kept-alive one, idle or
+/// half-way through its next head, are all closed at once.
+#[tokio::test]
+async fn connections_without_a_request_in_flight_do_not_delay_shutdown() {
+    use std::io::{Read, Write};
+    let app = spawn_app().await;
+    let addr = app.addr;
+    let open = |bytes: &'static [u8]| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(bytes).unwrap();
+        s
+    };
+    const REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    const HALF: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let mut conns = vec![("silent", open(b"")), ("half a first head", open(HALF))];
+    for (what, then) in [("kept alive, idle", &b""[..]), ("kept alive, half the next head", HALF)] {
+        let mut s = open(REQUEST);
+        // Blocking reads off the runtime the server runs on.
+        let s = tokio::task::spawn_blocking(move || {
+            let mut answer = [0u8; 1024];
+            let n = s.read(&mut answer).unwrap();
+            assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{what}");
+            s.write_all(then).unwrap();
+            s
+        })
+        .await
+        .unwrap();
+        conns.push((what, s));
+    }
+    // All of them are being served before the stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    app.stop().await.expect("clean stop");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown waited {took:?} (the header deadline is 10 s)");
+    for (what, mut s) in conns {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).map(|_| rest)
+        })
+        .await
+        .unwrap();
+        assert!(read.is_ok_and(|r| r.is_empty() || r.starts_with(b"HTTP/1.1 408")), "{what}: closed");
+    }
+}
