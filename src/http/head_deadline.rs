@@ -22,8 +22,11 @@
 //!
 //! A deadline therefore fires between `timeout` and `timeout` plus a tick (an
 //! eighth more) after hyper began waiting, never before; later only when the
-//! runtime is too busy to run the sweeper on time. Knows nothing of routes,
-//! requests or what is served.
+//! runtime is too busy to run the sweeper on time.
+//!
+//! Because the slot sees hyper wait for each head, it can also tell the
+//! shutdown whether a connection is still before its first request
+//! (`HeadWatch`). Knows nothing of routes, requests or what is served.
 
 use parking_lot::Mutex;
 use std::future::Future;
