@@ -53,7 +53,7 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
 
-# run NAME PID URL [HEADER]: prints "name req/s cpu_us_per_req p50 p99"
+# run NAME PID URL [HEADER]: prints "name req/s server_cpu_us requests p50 p99"
 run() {
   local name=$1 pid=$2 url=$3 header=${4:-}
   local before after out rps reqs p50 p99

@@ -47,7 +47,6 @@ struct Shared {
     /// Milliseconds since `base`, as of the sweeper's last tick: a sleep is
     /// due when this has reached its deadline.
     now_ms: AtomicU64,
-    tick: Duration,
     /// Every connection's slot; dead ones are dropped by the sweeper.
     slots: Mutex<Vec<Weak<Slot>>>,
 }
@@ -69,10 +68,9 @@ impl HeadDeadlines {
         let shared = Arc::new(Shared {
             base: Instant::now(),
             now_ms: AtomicU64::new(0),
-            tick,
             slots: Mutex::new(Vec::new()),
         });
-        tokio::spawn(sweep(Arc::downgrade(&shared)));
+        tokio::spawn(sweep(Arc::downgrade(&shared), tick));
         Self { shared }
     }
 
@@ -84,11 +82,7 @@ impl HeadDeadlines {
     }
 }
 
-async fn sweep(shared: Weak<Shared>) {
-    let tick = match shared.upgrade() {
-        Some(s) => s.tick,
-        None => return,
-    };
+async fn sweep(shared: Weak<Shared>, tick: Duration) {
     let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut due = Vec::new();
