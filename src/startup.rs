@@ -157,7 +157,6 @@ impl Application {
             openapi,
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
-            guard_inside_cors: !config.server.cors_allowed_origins.is_empty(),
         });
         Ok(Self { listener, metrics_listener, state, config, dev, jwks })
     }

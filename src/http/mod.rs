@@ -11,6 +11,7 @@ pub mod head_deadline;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
+pub mod routes;
 pub mod serve;
 
 use crate::auth::Authenticator;
@@ -21,7 +22,7 @@ use crate::sessions::SessionService;
 use crate::telemetry::{Events, Metrics};
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::routing::{get, post};
+use axum::routing::get;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -61,9 +62,6 @@ pub struct AppParts {
     /// `server.max_body_bytes` and `server.request_timeout`, applied by the envelope.
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
-    /// CORS is configured: the timeout and panic guard are then a layer
-    /// inside it (`middleware::guard`) instead of the envelope's own step.
-    pub guard_inside_cors: bool,
 }
 
 /// The per-IP limiter's configuration (tower-governor, keyed by client IP).
@@ -108,51 +106,14 @@ pub fn per_ip_config(per_second: u32, burst: u32, trusted: &[ipnet::IpNet]) -> O
         .map(|config| Arc::new(PerIp { config, client_ip }))
 }
 
-/// Every route, every layer. `serve_metrics` is false when `/metrics` has its
-/// own listener.
-pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> Router {
-    // Full paths and `merge`, not `nest`: a nested router costs a prefix strip
-    // and a second routing step per request.
-    let admin = Router::new()
-        .route("/v1/admin/sessions", get(handlers::admin_list_sessions))
-        .route("/v1/admin/users/{user}/sessions", axum::routing::delete(handlers::admin_revoke_user))
-        .route("/v1/admin/config", get(handlers::admin_get_config).patch(handlers::admin_patch_config))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_admin));
-
-    // One gate on every /v1 route: per-IP limit, authentication, per-principal limits.
-    let v1 = Router::new()
-        .route("/v1/tool-sets", get(handlers::list_tool_sets))
-        .route("/v1/sessions", post(handlers::create_session).get(handlers::list_sessions))
-        .route(
-            "/v1/sessions/{id}",
-            get(handlers::get_session).patch(handlers::migrate_session).delete(handlers::delete_session),
-        )
-        .route("/v1/sessions/{id}/heartbeat", post(handlers::heartbeat))
-        .route("/v1/sessions/{id}/queries", post(handlers::query))
-        .merge(admin)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::gate));
-
-    let mut app = Router::new()
-        .merge(v1)
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/openapi.json", get(handlers::openapi));
-    if serve_metrics {
-        app = app.route("/metrics", get(handlers::metrics));
-    }
-    // The request timeout, the panic guard and the body limit are the
-    // envelope's own work, not layers: every `Router::layer` wraps each route
-    // in one more boxed service, cloned per request.
-    // With CORS on, the guard runs inside it, so a 408 or a 500 still carries
-    // the CORS headers a browser needs to read it. (Either the envelope or
-    // this layer guards, by the same flag: never neither.)
-    if state.guard_inside_cors {
-        app = app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::guard));
-    }
-    if !server.cors_allowed_origins.is_empty() {
-        app = app.layer(cors(&server.cors_allowed_origins));
-    }
-    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::envelope)).with_state(state)
+/// The whole HTTP service of the main listener: the envelope, the gate and
+/// every route (`routes::table`). `serve_metrics` is false when `/metrics`
+/// has its own listener.
+pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> middleware::App {
+    let table = routes::table(serve_metrics);
+    let router = table.router.with_state(state.clone());
+    let cors = (!server.cors_allowed_origins.is_empty()).then(|| cors(&server.cors_allowed_origins));
+    middleware::App::new(state, table.routes, router, cors)
 }
 
 /// The metrics-only router for `server.metrics_listen`.

@@ -16,9 +16,8 @@
 //! shutdown: when `stop` is cancelled the listener closes, connections
 //! without a request in flight close (idle, or not yet past a first head),
 //! the in-flight requests finish, and `serve` returns once every connection
-//! has ended. Knows nothing of routes.
+//! has ended. Knows nothing of routes: it serves any service.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::extract::Request;
@@ -31,12 +30,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    stop: CancellationToken,
-    header_read_timeout: Duration,
-) {
+pub async fn serve<S>(listener: TcpListener, app: S, stop: CancellationToken, header_read_timeout: Duration)
+where
+    S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (all_closed, connection) = tokio::sync::watch::channel(());
     let deadlines = super::head_deadline::HeadDeadlines::start(header_read_timeout);

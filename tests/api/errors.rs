@@ -22,6 +22,10 @@ async fn wrong_methods_are_405_problems() {
     assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
     let r = app.client.post(app.url("/healthz")).send().await.unwrap();
     assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+    // The gate comes first: a caller without a token learns nothing of a
+    // route's methods.
+    let r = app.client.put(app.url("/v1/sessions")).send().await.unwrap();
+    assert_problem(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
 }
 
 #[tokio::test]
@@ -211,6 +215,50 @@ async fn with_cors_on_a_408_still_carries_the_cors_headers() {
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
     assert!(r.headers().contains_key("x-request-id"));
     assert_problem(r, StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT").await;
+}
+
+#[tokio::test]
+async fn with_cors_on_a_401_carries_the_cors_headers_and_a_preflight_needs_no_token() {
+    // The gate runs inside CORS: a browser can read why it was refused.
+    let app = spawn_app_with(
+        "[server]\ncors_allowed_origins = [\"https://app.example.com\"]\n\
+         [[rate_limit.policies]]\nname = \"default\"\nlimit = 2\nwindow = \"60s\"",
+    )
+    .await;
+    let r = app
+        .client
+        .get(app.url("/v1/sessions"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_problem(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
+    let r = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/v1/sessions/0190f7d2-0000-7000-8000-000000000000"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    // An admitted request through the same stack is answered in full, and a
+    // refused one carries the CORS headers too.
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let path = format!("/v1/sessions/{}", s["id"].as_str().unwrap());
+    let get =
+        || app.client.get(app.url(&path)).bearer_auth(&alice).header("origin", "https://app.example.com");
+    let r = get().send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["ratelimit-policy"], r#""default";q=2;w=60"#);
+    let r = get().send().await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_problem(r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
 }
 
 #[tokio::test]
