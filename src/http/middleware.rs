@@ -240,7 +240,11 @@ async fn envelope(app: &AppInner, mut req: Request) -> Response<Body> {
             let metrics = &state.metrics;
             let active = metrics.http_active(method);
             active.increment(1.0);
-            axum::extract::DefaultBodyLimit::max(state.max_body_bytes).apply(&mut req);
+            // Only a request with a body needs the limit (it is one more
+            // extension, boxed, per request).
+            if !axum::body::HttpBody::is_end_stream(req.body()) {
+                axum::extract::DefaultBodyLimit::max(state.max_body_bytes).apply(&mut req);
+            }
             let mut response = match &app.inner {
                 // The deadline from the request's start: no second clock read.
                 // Boxed: the guard's wrappers each move what they wrap, and

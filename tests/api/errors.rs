@@ -127,6 +127,28 @@ async fn a_body_over_the_limit_is_413() {
     let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
     let r = app.post(&alice, &q, json!({"input": "x".repeat(2000)})).await;
     assert_problem(r, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+
+    // A chunked body announces no length: the limit holds all the same.
+    let (addr, bearer) = (app.addr, alice.clone());
+    let head = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let body = format!("{{\"input\":\"{}\"}}", "x".repeat(2000));
+        let request = format!(
+            "POST {q} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = s.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).to_string()
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
 
 #[tokio::test]
