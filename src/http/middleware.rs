@@ -91,8 +91,7 @@ impl tower::Service<Request> for App {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let app = self.0.clone();
-        Box::pin(async move { Ok(envelope(&app, req).await) })
+        Box::pin(envelope(self.0.clone(), req))
     }
 }
 
@@ -114,19 +113,20 @@ impl tower::Service<Request> for Gated {
 
     fn call(&mut self, req: Request) -> Self::Future {
         let (state, router) = (self.state.clone(), self.router.clone());
-        Box::pin(async move {
-            let route = req.extensions().get::<Matched>().and_then(|m| m.0);
-            Ok(gated(&state, route, req, &router).await)
-        })
+        let found = req.extensions().get::<Matched>().and_then(|m| m.0);
+        Box::pin(async move { Ok(gated(&state, found, req, &router).await) })
     }
 }
 
-/// The router's answer (`Router`'s service is always ready).
-async fn route(router: &Router, req: Request) -> Response<Body> {
-    match router.clone().oneshot(req).await {
+/// The router's answer (`Router`'s service is always ready). Not an `async
+/// fn`: the router takes the request at once, so no future of ours holds
+/// another copy of it.
+fn route(router: &Router, req: Request) -> impl Future<Output = Response<Body>> + use<> {
+    use futures::FutureExt;
+    tower::Service::call(&mut router.clone(), req).map(|answer| match answer {
         Ok(response) => response,
         Err(never) => match never {},
-    }
+    })
 }
 
 // Statics, not `&str`s: a lookup by a string parses the name every time.
@@ -206,9 +206,16 @@ fn deadline(from: Instant, timeout: std::time::Duration) -> Instant {
     from.checked_add(timeout).unwrap_or_else(|| from + std::time::Duration::from_secs(30 * 365 * 86_400))
 }
 
-async fn envelope(app: &AppInner, mut req: Request) -> Response<Body> {
+/// The envelope's work before the request runs, done at once; the rest is
+/// one future (`respond`), run inside the request's context. (A future
+/// holds each of its arguments for its whole life: the fewer nested `async
+/// fn`s a request passes through, the fewer copies of it a request's future
+/// carries and moves.)
+fn envelope(
+    app: Arc<AppInner>,
+    mut req: Request,
+) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send {
     let started = Instant::now();
-    let state = &app.state;
     let request_id = accept_request_id(req.headers().get(&REQUEST_ID));
     let method = method_label(req.method());
     let found = app.routes.find(req.uri().path());
@@ -232,95 +239,118 @@ async fn envelope(app: &AppInner, mut req: Request) -> Response<Body> {
         error.type = field::Empty,
     );
     let context = RequestContext::for_request(request_id, req.headers(), &span);
-    let trace_id = context.trace_id;
+    // Only a request with a body needs the limit (it is one more extension,
+    // boxed, per request).
+    if !axum::body::HttpBody::is_end_stream(req.body()) {
+        axum::extract::DefaultBodyLimit::max(app.state.max_body_bytes).apply(&mut req);
+    }
+    let request = Started { started, method, found, trace_id: context.trace_id, span };
     let request_id = context.request_id.clone();
-    context
-        .scope(async move {
-            let route = matched.unwrap_or(values::UNMATCHED_ROUTE);
-            let metrics = &state.metrics;
-            let active = metrics.http_active(method);
-            active.increment(1.0);
-            // Only a request with a body needs the limit (it is one more
-            // extension, boxed, per request).
-            if !axum::body::HttpBody::is_end_stream(req.body()) {
-                axum::extract::DefaultBodyLimit::max(state.max_body_bytes).apply(&mut req);
-            }
-            let mut response = match &app.inner {
-                // The deadline from the request's start: no second clock read.
-                // Boxed: the guard's wrappers each move what they wrap, and
-                // the gate's future (the handler's inside it) is large.
-                Inner::Direct(router) => {
-                    guarded(
-                        Box::pin(gated(state, found, req, router)),
-                        deadline(started, state.request_timeout),
-                    )
-                    .instrument(span.clone())
-                    .await
-                }
-                Inner::Cors(stack) => {
-                    req.extensions_mut().insert(Matched(found));
-                    match stack.clone().oneshot(req).instrument(span.clone()).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                }
-            };
-            active.decrement(1.0);
+    context.scope(respond(app, req, request, request_id))
+}
 
-            let status = response.status();
-            if let Some(PendingProblem(problem)) = response.extensions_mut().remove::<PendingProblem>() {
-                response = render_problem(problem, &request_id, &trace_id, response);
-            } else if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {
-                response = render_problem(Problem::for_status(status), &request_id, &trace_id, response);
-            }
-            // The request id and the four security headers, in one growth.
-            response.headers_mut().reserve(5);
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID.clone(), v);
-            }
-            security_headers(response.headers_mut());
+/// The CORS stack's answer, in a box of its own: this path's state stays
+/// out of every request's future.
+fn through_cors(
+    stack: &BoxCloneSyncService<Request, Response<Body>, Infallible>,
+    found: Option<RouteInfo>,
+    mut req: Request,
+) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+    req.extensions_mut().insert(Matched(found));
+    let answer = stack.clone().oneshot(req);
+    Box::pin(async move {
+        match answer.await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    })
+}
 
-            span.record("http.response.status_code", i64::from(status.as_u16()));
-            if status.is_server_error() {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", status.as_str());
-            }
+/// What the envelope settled before the request ran.
+struct Started {
+    started: Instant,
+    method: &'static str,
+    found: Option<RouteInfo>,
+    trace_id: TraceId,
+    span: tracing::Span,
+}
 
-            let elapsed = started.elapsed();
-            metrics.http_duration(method, route, status.as_u16()).record(elapsed.as_secs_f64());
+async fn respond(
+    app: Arc<AppInner>,
+    req: Request,
+    request: Started,
+    request_id: Arc<str>,
+) -> Result<Response<Body>, Infallible> {
+    let Started { started, method, found, trace_id, span } = request;
+    let state = &app.state;
+    let route = found.map_or(values::UNMATCHED_ROUTE, |r| r.template);
+    let metrics = &state.metrics;
+    let active = metrics.http_active(method);
+    active.increment(1.0);
+    let mut response = match &app.inner {
+        // The deadline from the request's start: no second clock read.
+        // Boxed: the guard's wrappers each move what they wrap.
+        Inner::Direct(router) => {
+            guarded(Box::pin(gated(state, found, req, router)), deadline(started, state.request_timeout))
+                .instrument(span.clone())
+                .await
+        }
+        Inner::Cors(stack) => through_cors(stack, found, req).instrument(span.clone()).await,
+    };
+    active.decrement(1.0);
 
-            // One line per request; `request_id`, `trace_id` and `span_id` come
-            // from the request context.
-            let principal = RequestContext::with_current(|c| c.map_or("none", |c| c.principal.get()));
-            let duration_ms = elapsed.as_secs_f64() * 1000.0;
-            let status = status.as_u16();
-            if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
-                tracing::error!(
-                    http.request.method = method, http.route = route,
-                    http.response.status_code = status, duration_ms, principal, error = %cause,
-                    "request failed"
-                );
-            } else if route.starts_with("/v1/") || status >= 400 {
-                // Written straight to the log writer when ours is installed
-                // (the same line; see `log_format::access`).
-                let line = AccessLine { method, route, status, duration_ms, principal };
-                if !log_format::writes_access_lines() {
-                    log_format::access_event!(line);
-                } else if tracing::enabled!(kind: tracing::metadata::Kind::EVENT, tracing::Level::INFO) {
-                    log_format::access(module_path!(), &line);
-                }
-            } else {
-                tracing::debug!(
-                    http.request.method = method,
-                    http.route = route,
-                    http.response.status_code = status,
-                    duration_ms,
-                    "request"
-                );
-            }
-            response
-        })
-        .await
+    let status = response.status();
+    if let Some(PendingProblem(problem)) = response.extensions_mut().remove::<PendingProblem>() {
+        response = render_problem(problem, &request_id, &trace_id, response);
+    } else if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {
+        response = render_problem(Problem::for_status(status), &request_id, &trace_id, response);
+    }
+    // The request id and the four security headers, in one growth.
+    response.headers_mut().reserve(5);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    security_headers(response.headers_mut());
+
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", status.as_str());
+    }
+
+    let elapsed = started.elapsed();
+    metrics.http_duration(method, route, status.as_u16()).record(elapsed.as_secs_f64());
+
+    // One line per request; `request_id`, `trace_id` and `span_id` come
+    // from the request context.
+    let principal = RequestContext::with_current(|c| c.map_or("none", |c| c.principal.get()));
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    let status = status.as_u16();
+    if let Some(ServerFault(cause)) = response.extensions().get::<ServerFault>() {
+        tracing::error!(
+            http.request.method = method, http.route = route,
+            http.response.status_code = status, duration_ms, principal, error = %cause,
+            "request failed"
+        );
+    } else if route.starts_with("/v1/") || status >= 400 {
+        // Written straight to the log writer when ours is installed
+        // (the same line; see `log_format::access`).
+        let line = AccessLine { method, route, status, duration_ms, principal };
+        if !log_format::writes_access_lines() {
+            log_format::access_event!(line);
+        } else if tracing::enabled!(kind: tracing::metadata::Kind::EVENT, tracing::Level::INFO) {
+            log_format::access(module_path!(), &line);
+        }
+    } else {
+        tracing::debug!(
+            http.request.method = method,
+            http.route = route,
+            http.response.status_code = status,
+            duration_ms,
+            "request"
+        );
+    }
+    Ok(response)
 }
 
 /// The OWASP REST headers for an API that serves per-user JSON: never cached
@@ -362,7 +392,12 @@ fn render_problem(
 /// per-IP limit first, so a flood never reaches the token verifier; then
 /// authentication; then the per-principal limits; then, for admin routes,
 /// the admin role. An unmatched path goes straight to the router (a 404).
-async fn gated(state: &AppState, found: Option<RouteInfo>, req: Request, router: &Router) -> Response<Body> {
+async fn gated(
+    state: &AppState,
+    found: Option<RouteInfo>,
+    mut req: Request,
+    router: &Router,
+) -> Response<Body> {
     let Some(found) = found.filter(|r| r.access != Access::Open) else {
         return route(router, req).await;
     };
@@ -371,9 +406,48 @@ async fn gated(state: &AppState, found: Option<RouteInfo>, req: Request, router:
     {
         return refused;
     }
-    // Authentication, here rather than in an async fn of its own: each level
-    // of nested async fns holds the request (and the rest) once more.
-    let headers = req.headers();
+    let admitted = match admit(state, found, method_label(req.method()), req.headers()).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    // The handler's `Caller`.
+    req.extensions_mut().insert(admitted.principal);
+    let mut response = route(router, req).await;
+    // In-flight slots are held until the response is produced (or the
+    // request is dropped).
+    drop(admitted.guard);
+    with_rate_limit_headers(&mut response, admitted.headers);
+    response
+}
+
+fn with_rate_limit_headers(
+    response: &mut Response<Body>,
+    headers: Option<crate::ratelimit::headers::RateLimitHeaders>,
+) {
+    for (name, value) in headers.and_then(super::problem::rate_limit_headers).into_iter().flatten() {
+        response.headers_mut().append(name, value);
+    }
+}
+
+/// A request the gate let through: who made it, the rate-limit headers for
+/// its response, its in-flight slots.
+struct Admitted {
+    principal: Principal,
+    headers: Option<crate::ratelimit::headers::RateLimitHeaders>,
+    guard: Option<crate::ratelimit::ConcurrencyGuard>,
+}
+
+/// Authentication, then the per-principal limits (every policy that applies
+/// to this route in one step), then the admin role on admin routes (a 403,
+/// after the limits). `Err` is the refusal. Takes the headers, not the
+/// request: its future holds no copy of the request.
+async fn admit(
+    state: &AppState,
+    found: RouteInfo,
+    method: &'static str,
+    headers: &axum::http::HeaderMap,
+) -> Result<Admitted, Response<Body>> {
+    use crate::ratelimit::Decision;
     let outcome = state
         .auth
         .authenticate(
@@ -385,12 +459,40 @@ async fn gated(state: &AppState, found: Option<RouteInfo>, req: Request, router:
         Ok(principal) => principal,
         Err(failure) => {
             state.events.auth_failure(failure.reason());
-            return super::problem::ApiError::Unauthenticated(failure).into_response();
+            return Err(super::problem::ApiError::Unauthenticated(failure).into_response());
         }
     };
     // For the access log (the request context is the envelope's).
     RequestContext::with_current(|c| c.map(|c| c.principal.set(principal.kind_str())));
-    limit_principal(state, found, principal, req, router).await
+
+    let span =
+        tracing::info_span!("ratelimit.check", otel.kind = "internal", ratelimit.decision = field::Empty);
+    let decision = state.limiter.check(&principal, method, found.template).instrument(span.clone()).await;
+    span.record(
+        "ratelimit.decision",
+        match &decision {
+            Decision::Admitted { .. } => "admitted",
+            Decision::Limited { .. } => "limited",
+            Decision::StoreUnavailable => "store_unavailable",
+        },
+    );
+    drop(span);
+    match decision {
+        Decision::Admitted { headers, .. } if found.access == Access::Admin && !principal.is_admin => {
+            state.events.auth_failure(crate::auth::AuthFailure::Forbidden.reason());
+            let mut refused = super::problem::ApiError::Forbidden.into_response();
+            with_rate_limit_headers(&mut refused, headers);
+            Err(refused)
+        }
+        Decision::Admitted { headers, guard } => Ok(Admitted { principal, headers, guard }),
+        Decision::Limited { headers, retry_after_secs, violated } => {
+            Err(super::problem::ApiError::RateLimited { retry_after_secs, violated, headers: Some(headers) }
+                .into_response())
+        }
+        Decision::StoreUnavailable => {
+            Err(super::problem::ApiError::RateLimitStoreUnavailable.into_response())
+        }
+    }
 }
 
 /// The per-IP GCRA (governor's keyed limiter, with tower-governor's
@@ -419,55 +521,6 @@ fn per_ip(state: &AppState, per_ip: &super::PerIp, req: &Request) -> Option<Resp
         }
         .into_response(),
     )
-}
-
-/// Per-principal limits, after authentication: every policy that applies to
-/// this route is checked in one step; the headers go on the response, and
-/// in-flight slots are held until the response is produced (or the request
-/// is dropped). An admitted request carries its principal on to the handler;
-/// on an admin route, only an admin's (else 403, after the limits).
-async fn limit_principal(
-    state: &AppState,
-    found: RouteInfo,
-    principal: Principal,
-    mut req: Request,
-    router: &Router,
-) -> Response<Body> {
-    use crate::ratelimit::Decision;
-    let method = method_label(req.method());
-    let span =
-        tracing::info_span!("ratelimit.check", otel.kind = "internal", ratelimit.decision = field::Empty);
-    let decision = state.limiter.check(&principal, method, found.template).instrument(span.clone()).await;
-    span.record(
-        "ratelimit.decision",
-        match &decision {
-            Decision::Admitted { .. } => "admitted",
-            Decision::Limited { .. } => "limited",
-            Decision::StoreUnavailable => "store_unavailable",
-        },
-    );
-    drop(span);
-    match decision {
-        Decision::Admitted { headers, guard } => {
-            let mut response = if found.access == Access::Admin && !principal.is_admin {
-                state.events.auth_failure(crate::auth::AuthFailure::Forbidden.reason());
-                super::problem::ApiError::Forbidden.into_response()
-            } else {
-                req.extensions_mut().insert(principal);
-                route(router, req).await
-            };
-            drop(guard);
-            for (name, value) in headers.and_then(super::problem::rate_limit_headers).into_iter().flatten() {
-                response.headers_mut().append(name, value);
-            }
-            response
-        }
-        Decision::Limited { headers, retry_after_secs, violated } => {
-            super::problem::ApiError::RateLimited { retry_after_secs, violated, headers: Some(headers) }
-                .into_response()
-        }
-        Decision::StoreUnavailable => super::problem::ApiError::RateLimitStoreUnavailable.into_response(),
-    }
 }
 
 #[cfg(test)]
