@@ -37,6 +37,18 @@ pub fn push_str_literal(out: &mut String, s: &str) {
     }
 }
 
+/// `push_str_literal` into bytes (a response body needs no `String`, and
+/// what is pushed into bytes is never checked again for UTF-8).
+pub fn push_literal_bytes(out: &mut Vec<u8>, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        out.extend_from_slice(serde_json::to_string(s).expect("a string always serializes").as_bytes());
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +85,9 @@ mod tests {
             let mut out = String::new();
             push_str_literal(&mut out, &s);
             assert_eq!(out, serde_json::to_string(&s).unwrap(), "{s:?}");
+            let mut bytes = Vec::new();
+            push_literal_bytes(&mut bytes, &s);
+            assert_eq!(bytes, out.as_bytes(), "{s:?}");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! changes on purpose.
 
 use crate::clock::{Rfc3339, rfc3339_ms};
-use crate::json::push_str_literal;
+use crate::json::push_literal_bytes;
 use crate::sessions::{QueryResult, Session, SessionId, ToolSet};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -55,39 +55,40 @@ impl From<&Session> for SessionView {
 /// A `SessionView` response body, written straight from the session: every
 /// session route answers with one, and serde's field-by-field machinery (six
 /// strings built, then escaped byte by byte) cost more than the request's
-/// rate limiting. The bytes are exactly serde_json's for the `SessionView`
+/// rate limiting. Bytes, not a `String`: nothing pushed is checked for
+/// UTF-8 again. The bytes are exactly serde_json's for the `SessionView`
 /// (a test holds them to it), so the OpenAPI schema above stays true.
-pub struct SessionJson(String);
+pub struct SessionJson(Vec<u8>);
 
 impl SessionJson {
     pub fn new(s: &Session, evicted_session_id: Option<SessionId>) -> Self {
         let mut uuid = uuid::Uuid::encode_buffer();
-        let mut out = String::with_capacity(256 + s.user_id.len() + s.tool_set.len());
-        out.push_str("{\"id\":\"");
-        out.push_str(s.id.as_hyphenated().encode_lower(&mut uuid));
-        out.push_str("\",\"user_id\":");
-        push_str_literal(&mut out, &s.user_id);
-        out.push_str(",\"tool_set\":");
-        push_str_literal(&mut out, &s.tool_set);
-        for (key, at) in
-            [("created_at", s.created_at), ("last_active_at", s.last_active_at), ("expires_at", s.expires_at)]
-        {
-            out.push_str(",\"");
-            out.push_str(key);
-            out.push_str("\":\"");
-            out.push_str(Rfc3339::millis(at).as_str());
-            out.push('"');
+        let mut out = Vec::with_capacity(256 + s.user_id.len() + s.tool_set.len());
+        out.extend_from_slice(b"{\"id\":\"");
+        out.extend_from_slice(s.id.as_hyphenated().encode_lower(&mut uuid).as_bytes());
+        out.extend_from_slice(b"\",\"user_id\":");
+        push_literal_bytes(&mut out, &s.user_id);
+        out.extend_from_slice(b",\"tool_set\":");
+        push_literal_bytes(&mut out, &s.tool_set);
+        for (key, at) in [
+            (&b",\"created_at\":\""[..], s.created_at),
+            (b",\"last_active_at\":\"", s.last_active_at),
+            (b",\"expires_at\":\"", s.expires_at),
+        ] {
+            out.extend_from_slice(key);
+            out.extend_from_slice(Rfc3339::millis(at).as_bytes());
+            out.push(b'"');
         }
-        out.push_str(",\"conversation_turns\":");
-        out.push_str(itoa::Buffer::new().format(s.conversation_turns));
-        out.push_str(",\"migrations\":");
-        out.push_str(itoa::Buffer::new().format(s.migrations));
+        out.extend_from_slice(b",\"conversation_turns\":");
+        out.extend_from_slice(itoa::Buffer::new().format(s.conversation_turns).as_bytes());
+        out.extend_from_slice(b",\"migrations\":");
+        out.extend_from_slice(itoa::Buffer::new().format(s.migrations).as_bytes());
         if let Some(id) = evicted_session_id {
-            out.push_str(",\"evicted_session_id\":\"");
-            out.push_str(id.as_hyphenated().encode_lower(&mut uuid));
-            out.push('"');
+            out.extend_from_slice(b",\"evicted_session_id\":\"");
+            out.extend_from_slice(id.as_hyphenated().encode_lower(&mut uuid).as_bytes());
+            out.push(b'"');
         }
-        out.push('}');
+        out.push(b'}');
         Self(out)
     }
 }
@@ -236,7 +237,7 @@ mod tests {
             let evicted = evicted.then(|| uuid::Uuid::from_u128(ids[1]));
             let mut view = SessionView::from(&s);
             view.evicted_session_id = evicted.map(|id| id.to_string());
-            prop_assert_eq!(SessionJson::new(&s, evicted).0, serde_json::to_string(&view).unwrap());
+            prop_assert_eq!(SessionJson::new(&s, evicted).0, serde_json::to_string(&view).unwrap().into_bytes());
         }
     }
 }

@@ -32,12 +32,12 @@ struct Item {
 
 pub struct Report {
     now: Millis,
-    items: Vec<Item>,
+    items: super::PerPolicy<Item>,
 }
 
 impl Report {
     pub fn new(now: Millis) -> Self {
-        Self { now, items: Vec::new() }
+        Self { now, items: super::PerPolicy::new() }
     }
 
     pub fn window(&mut self, check: &WindowCheck, result: &WindowResult, now: Millis) {

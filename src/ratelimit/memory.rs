@@ -4,13 +4,12 @@
 //! principal's first request.
 
 use super::window::{self, Counter};
-use super::{LimiterBackend, LimiterError, WindowCheck, WindowResult};
+use super::{LimiterBackend, LimiterError, PerPolicy, WindowCheck, WindowResult};
 use crate::clock::Millis;
 use async_trait::async_trait;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
 const SHARDS: usize = 32;
 
@@ -24,14 +23,12 @@ struct PrincipalState {
 }
 
 #[derive(Default)]
-struct Shard(HashMap<Arc<str>, PrincipalState>);
+struct Shard(HashMap<String, PrincipalState>);
 
 impl Shard {
+    /// One hash and probe; the key is made only for a principal's first request.
     fn state(&mut self, principal: &str) -> &mut PrincipalState {
-        if !self.0.contains_key(principal) {
-            self.0.insert(Arc::from(principal), PrincipalState::default());
-        }
-        self.0.get_mut(principal).expect("just inserted")
+        self.0.entry_ref(principal).or_default()
     }
 }
 
@@ -71,7 +68,7 @@ impl LimiterBackend for MemoryLimiter {
         principal: &str,
         checks: &[WindowCheck],
         now: Millis,
-    ) -> Result<(bool, Vec<WindowResult>), LimiterError> {
+    ) -> Result<(bool, PerPolicy<WindowResult>), LimiterError> {
         let mut shard = self.shard(principal).lock();
         let state = shard.state(principal);
         // A changed window (runtime config) finds no counter and starts afresh.
@@ -83,10 +80,10 @@ impl LimiterBackend for MemoryLimiter {
                 .map(|(_, _, counter, _)| *counter)
                 .unwrap_or_default()
         };
-        let verdicts: Vec<window::Verdict> =
+        let verdicts: PerPolicy<window::Verdict> =
             checks.iter().map(|c| window::check(counter_of(state, c), now, c.window_ms, c.limit)).collect();
         let spend = checks.iter().zip(&verdicts).all(|(c, v)| v.admits || !c.enforce);
-        let mut results = Vec::with_capacity(checks.len());
+        let mut results = PerPolicy::with_capacity(checks.len());
         for (c, v) in checks.iter().zip(verdicts) {
             let counter = if spend { window::spend(v.counter) } else { v.counter };
             // Forgettable once both of its buckets have passed.

@@ -105,6 +105,10 @@ pub struct WindowCheck {
     pub enforce: bool,
 }
 
+/// Room for four policies without a heap allocation (a request usually meets
+/// one or two).
+pub type PerPolicy<T> = smallvec::SmallVec<[T; 4]>;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowResult {
     /// Did this window admit the request (before any spending)?
@@ -129,7 +133,7 @@ pub trait LimiterBackend: Send + Sync + 'static {
         principal: &str,
         checks: &[WindowCheck],
         now: Millis,
-    ) -> Result<(bool, Vec<WindowResult>), LimiterError>;
+    ) -> Result<(bool, PerPolicy<WindowResult>), LimiterError>;
 
     /// Take an in-flight slot, named `token`, if fewer than `limit` are
     /// taken; returns the count after taking, or `None` when full.
@@ -244,7 +248,7 @@ impl RateLimiter {
     /// Decide a request by `principal` on `method route`.
     pub async fn check(&self, principal: &Principal, method: &str, route: &str) -> Decision {
         let policies = self.policies.load();
-        let applicable: Vec<(&Policy, WindowCheck)> = policies
+        let applicable: PerPolicy<(&Policy, WindowCheck)> = policies
             .iter()
             .enumerate()
             .filter(|(_, p)| p.applies(method, route))
@@ -266,14 +270,15 @@ impl RateLimiter {
         let mut report = headers::Report::new(now);
 
         // In-flight slots first: a request they refuse must not spend window quota.
-        let mut guard = ConcurrencyGuard {
-            backend: self.backend.clone(),
-            principal: principal.id.clone(),
-            token: rand::random(),
-            held: Vec::new(),
-        };
+        let mut guard: Option<ConcurrencyGuard> = None;
         let mut blocked = false;
         for (p, c) in applicable.iter().filter(|(p, _)| p.kind == PolicyKind::Concurrency) {
+            let guard = guard.get_or_insert_with(|| ConcurrencyGuard {
+                backend: self.backend.clone(),
+                principal: principal.id.clone(),
+                token: rand::random(),
+                held: Vec::new(),
+            });
             match self.backend.acquire(&principal.id, c, guard.token, now).await {
                 Ok(Some(in_flight)) => {
                     guard.held.push(c.clone());
@@ -301,7 +306,7 @@ impl RateLimiter {
             return refusal(&report);
         }
 
-        let windows: Vec<WindowCheck> =
+        let windows: PerPolicy<WindowCheck> =
             applicable.iter().filter(|(p, _)| p.kind == PolicyKind::Window).map(|(_, c)| c.clone()).collect();
         if !windows.is_empty() {
             match self.backend.check_windows(&principal.id, &windows, now).await {
@@ -329,7 +334,7 @@ impl RateLimiter {
         if blocked {
             return refusal(&report);
         }
-        let guard = (!guard.held.is_empty()).then_some(guard);
+        let guard = guard.filter(|g| !g.held.is_empty());
         Decision::Admitted { headers: Some(report.render()), guard }
     }
 

@@ -60,7 +60,7 @@ impl LimiterBackend for RedisLimiter {
         principal: &str,
         checks: &[WindowCheck],
         now: Millis,
-    ) -> Result<(bool, Vec<WindowResult>), LimiterError> {
+    ) -> Result<(bool, super::PerPolicy<WindowResult>), LimiterError> {
         let num = |n: i64| n.to_string().into_bytes();
         let mut args: Vec<Vec<u8>> = vec![num(now), num(checks.len() as i64)];
         for c in checks {
