@@ -13,7 +13,7 @@
 //!
 //! Both are plain code around the router, not axum layers: a layer wraps
 //! every route in one more boxed service, cloned, boxed again and called per
-//! request (the two layers this replaced made 24 of a request's 56
+//! request (the two layers this replaced made 16 of a request's 56
 //! allocations). A request costs one boxed future here. With CORS on, CORS
 //! must sit between the envelope and the gate (a 401 or 429 needs its
 //! headers, and a preflight never meets the gate), so CORS, the guard and the
