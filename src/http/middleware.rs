@@ -72,7 +72,13 @@ impl App {
         let inner = match cors {
             None => Inner::Direct(router),
             Some(cors) => {
-                let gated = Gated { state: state.clone(), router };
+                // The gate and the router as a service, for the CORS stack.
+                let gate_state = state.clone();
+                let gated = tower::service_fn(move |req: Request| {
+                    let (state, router) = (gate_state.clone(), router.clone());
+                    let found = req.extensions().get::<Matched>().and_then(|m| m.0);
+                    async move { Ok::<_, Infallible>(gated(&state, found, req, &router).await) }
+                });
                 let guarded = axum::middleware::from_fn_with_state(state.clone(), guard).layer(gated);
                 Inner::Cors(BoxCloneSyncService::new(cors.layer(guarded)))
             }
@@ -92,29 +98,6 @@ impl tower::Service<Request> for App {
 
     fn call(&mut self, req: Request) -> Self::Future {
         Box::pin(envelope(self.0.clone(), req))
-    }
-}
-
-/// The gate and the router as a service, for the CORS stack.
-#[derive(Clone)]
-struct Gated {
-    state: AppState,
-    router: Router,
-}
-
-impl tower::Service<Request> for Gated {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let (state, router) = (self.state.clone(), self.router.clone());
-        let found = req.extensions().get::<Matched>().and_then(|m| m.0);
-        Box::pin(async move { Ok(gated(&state, found, req, &router).await) })
     }
 }
 
