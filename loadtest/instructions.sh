@@ -16,7 +16,10 @@
 # kept-alive connection, the counters are zeroed, N more are sent, and the
 # counts are dumped: instructions / N is the server's whole cost per request
 # (its own threads, the runtime, the allocator, libc).
-# Usage: [N=2000] [WARM=300] [CACHE=1] loadtest/instructions.sh
+# The Redis stack's row is followed by redis-server's own count for the same
+# requests (its two commands: the rate-limit script and the session's HMGET).
+# Usage: [N=2000] [WARM=300] [CACHE=1] [KEEP=dir] loadtest/instructions.sh
+# (KEEP: copy the callgrind outputs there, for callgrind_annotate.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -32,6 +35,7 @@ OUT=$(mktemp -d)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$OUT"/*.out.* "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -88,12 +92,22 @@ count() {
     path=/v1/sessions/$id
   fi
   send "$port" "$path" "$WARM" ${header:+"$header"}
-  callgrind_control -z "$pid" >/dev/null
+  # The Redis stack's requests are counted in redis-server too.
+  local also=()
+  [ "$name" = redis ] && also=("$REDIS_PID")
+  for p in "$pid" "${also[@]}"; do callgrind_control -z "$p" >/dev/null; done
   send "$port" "$path" "$N" ${header:+"$header"}
-  callgrind_control -d "$pid" >/dev/null
+  for p in "$pid" "${also[@]}"; do callgrind_control -d "$p" >/dev/null; done
   sleep 0.5
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  local file
+  totals "$name"
+  [ "$name" = redis ] && totals redis-server
+  return 0
+}
+
+# totals NAME: "NAME instr/req [I1 D1r D1w misses/req]" from NAME's last dump.
+totals() {
+  local name=$1 file
   file=$(ls -t "$OUT/$name.out".* 2>/dev/null | head -1 || true)
   [ -n "$file" ] || { echo "$name: callgrind wrote no counts" >&2; exit 1; }
   callgrind_annotate "$file" 2>/dev/null | python3 -c '
@@ -110,9 +124,14 @@ TOKEN=$(env -i SESSIONGATE__AUTH__HS256_SECRET=$SECRET $BIN token --sub bench --
 AUTH="Authorization: Bearer $TOKEN"
 LIMITS=(SESSIONGATE__RATE_LIMIT__PER_IP='{per_second=1000000,burst=1000000}'
         SESSIONGATE__RATE_LIMIT__POLICIES='[{name="default",limit=1000000000,window="60s"}]')
+# redis-server under callgrind as well: its instructions per request are the
+# share of the one Redis that every replica's requests queue for.
 rp=$(free_port); mkdir "$OUT/redis"
-redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no --dir "$OUT/redis" >/dev/null & PIDS+=($!)
-for _ in $(seq 50); do redis-cli -p "$rp" ping >/dev/null 2>&1 && break; sleep 0.1; done
+ropts=(valgrind --tool=callgrind --callgrind-out-file="$OUT/redis-server.out")
+[ "${CACHE:-0}" = 1 ] && ropts+=(--cache-sim=yes)
+"${ropts[@]}" "$(command -v redis-server)" --port "$rp" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$OUT/redis" >/dev/null 2>&1 & REDIS_PID=$!; PIDS+=($REDIS_PID)
+for _ in $(seq 100); do redis-cli -p "$rp" ping >/dev/null 2>&1 && break; sleep 0.2; done
 
 SG_ENV=(env -i PATH="$PATH" SESSIONGATE__AUTH__HS256_SECRET=$SECRET SESSIONGATE__TELEMETRY__LOG_LEVEL=info)
 RESULTS=$OUT/results
@@ -130,9 +149,9 @@ python3 - "$RESULTS" <<'PY'
 import sys
 rows = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[1]) if l.strip()}
 cache = len(rows["bare"]) > 1
-print(f"{'stack':<8} {'instr/req':>10} {'vs bare':>8}" + (f" {'I1 miss':>8} {'D1r miss':>8} {'D1w miss':>8}" if cache else ""))
-for name in ("bare", "memory", "redis"):
+print(f"{'stack':<12} {'instr/req':>10} {'vs bare':>8}" + (f" {'I1 miss':>8} {'D1r miss':>8} {'D1w miss':>8}" if cache else ""))
+for name in ("bare", "memory", "redis", "redis-server"):
     v = rows[name]
     extra = "".join(f" {x:8.0f}" for x in v[1:]) if cache else ""
-    print(f"{name:<8} {v[0]:>10.0f} {v[0] / rows['bare'][0]:>8.3f}{extra}")
+    print(f"{name:<12} {v[0]:>10.0f} {v[0] / rows['bare'][0]:>8.3f}{extra}")
 PY

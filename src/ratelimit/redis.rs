@@ -6,7 +6,7 @@
 use super::window::Counter;
 use super::{LimiterBackend, LimiterError, WindowCheck, WindowResult};
 use crate::clock::Millis;
-use crate::store::redis::Redis;
+use crate::store::redis::{Redis, evalsha};
 use async_trait::async_trait;
 use redis::Script;
 use std::sync::{Arc, LazyLock};
@@ -68,18 +68,30 @@ impl LimiterBackend for RedisLimiter {
         checks: &[WindowCheck],
         now: Millis,
     ) -> Result<(bool, super::PerPolicy<WindowResult>), LimiterError> {
-        let num = |n: i64| itoa::Buffer::new().format(n).as_bytes().to_vec();
-        let mut args: Vec<Vec<u8>> = Vec::with_capacity(2 + 4 * checks.len());
-        args.extend([num(now), num(checks.len() as i64)]);
-        for c in checks {
-            args.push(c.name.as_bytes().to_vec());
-            args.push(num(c.limit as i64));
-            args.push(num(c.window_ms));
-            args.push(num(c.enforce as i64));
-        }
+        // ARGV (window.lua): now; per policy its limit, window and enforce;
+        // then per policy its three fields, `<policy>:<window>:b|c|p`.
         let key = self.key("rl", principal);
+        let mut cmd = evalsha(&WINDOWS, &[&key]);
+        cmd.arg(now);
+        for c in checks {
+            cmd.arg(c.limit).arg(c.window_ms).arg(c.enforce as u8);
+        }
+        let mut window = itoa::Buffer::new();
+        let mut field = Vec::with_capacity(64);
+        for c in checks {
+            field.clear();
+            field.extend_from_slice(c.name.as_bytes());
+            field.push(b':');
+            field.extend_from_slice(window.format(c.window_ms).as_bytes());
+            field.push(b':');
+            for part in [b'b', b'c', b'p'] {
+                field.push(part);
+                cmd.arg(field.as_slice());
+                field.pop();
+            }
+        }
         let reply: Vec<u8> =
-            self.redis.script(&WINDOWS, &[&key], &args).await.map_err(|e| LimiterError(e.to_string()))?;
+            self.redis.eval(&WINDOWS, &cmd).await.map_err(|e| LimiterError(e.to_string()))?;
         let out: Vec<i64> = reply
             .split(|b| *b == b' ')
             .map(|n| std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()))

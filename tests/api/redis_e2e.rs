@@ -390,15 +390,33 @@ fn the_redis_windows_agree_with_the_memory_windows() {
             if these.is_empty() {
                 these = checks.clone();
             }
-            let (want, got, ttl) = rt.block_on(async {
+            let (want, got, ttl, stored) = rt.block_on(async {
                 let want = memory.check_windows(&principal, &these, now).await.unwrap();
                 let got = redis.check_windows(&principal, &these, now).await.unwrap();
                 let key = format!("model:rl:{{p:{principal}}}");
-                let ttl: i64 = conn.cmd(redis::cmd("PTTL").arg(key)).await.unwrap();
-                (want, got, ttl)
+                let ttl: i64 = conn.cmd(redis::cmd("PTTL").arg(&key)).await.unwrap();
+                let mut fields = redis::cmd("HMGET");
+                fields.arg(&key);
+                for c in &these {
+                    for part in ["b", "c", "p"] {
+                        fields.arg(format!("{}:{}:{part}", c.name, c.window_ms));
+                    }
+                }
+                let stored: Vec<Option<String>> = conn.cmd(&fields).await.unwrap();
+                (want, got, ttl, stored)
             });
             prop_assert_eq!(&got, &want, "step {} at +{} ms, windows {:?}", step, now - T0, these);
             prop_assert!(ttl > 0, "step {}: the key has a TTL (PTTL {})", step, ttl);
+            // The stored format, which replicas of different versions share
+            // in a rolling upgrade: per policy and window three fields, each
+            // the counter's plain decimal integer.
+            let counters: Vec<Option<String>> = got
+                .1
+                .iter()
+                .flat_map(|r| [r.counter.bucket, r.counter.current as i64, r.counter.previous as i64])
+                .map(|n| Some(n.to_string()))
+                .collect();
+            prop_assert_eq!(stored, counters, "step {}: the stored fields", step);
         }
         Ok(())
     });

@@ -60,6 +60,15 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// `EVALSHA <hash> <number of keys> <keys>…` of `script`: the caller appends
+/// the script's arguments (`Cmd::arg` writes each into the command's one
+/// buffer) and runs it with [`Redis::eval`].
+pub fn evalsha(script: &redis::Script, keys: &[&str]) -> Cmd {
+    let mut cmd = Cmd::with_capacity(3 + keys.len() + 8, 128);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
+}
+
 pub struct Redis {
     single: Option<ConnectionManager>,
     cluster: Option<(redis::cluster::ClusterClient, tokio::sync::OnceCell<ClusterConnection>)>,
@@ -124,16 +133,30 @@ impl Redis {
         keys: &[&str],
         args: &[Vec<u8>],
     ) -> Result<T, RedisFailure> {
+        let mut cmd = evalsha(script, keys);
+        for a in args {
+            cmd.arg(a.as_slice());
+        }
+        self.eval(script, &cmd).await
+    }
+
+    /// Run an [`evalsha`] command of `script` within the command timeout,
+    /// loading the script and sending the command again on NOSCRIPT (a
+    /// restarted or new Redis).
+    pub async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        cmd: &Cmd,
+    ) -> Result<T, RedisFailure> {
         let call = async {
             let mut conn = self.conn().await?;
-            let mut inv = script.prepare_invoke();
-            for k in keys {
-                inv.key(*k);
+            match cmd.query_async(&mut conn).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn).await?;
+                    Ok(cmd.query_async(&mut conn).await?)
+                }
+                reply => Ok::<T, RedisFailure>(reply?),
             }
-            for a in args {
-                inv.arg(a.as_slice());
-            }
-            Ok::<T, RedisFailure>(inv.invoke_async(&mut conn).await?)
         };
         self.observe(
             tokio::time::timeout(self.timeout, call)

@@ -17,7 +17,7 @@
 
 mod conn;
 
-pub use conn::{Redis, RedisFailure};
+pub use conn::{Redis, RedisFailure, evalsha};
 
 use crate::clock::Millis;
 use crate::config::OnLimit;
