@@ -74,7 +74,7 @@ impl LimiterBackend for RedisLimiter {
         let mut cmd = evalsha(&WINDOWS, &[&key]);
         cmd.arg(now);
         for c in checks {
-            cmd.arg(c.limit).arg(c.window_ms).arg(c.enforce as u8);
+            cmd.arg(c.limit).arg(c.window_ms).arg(if c.enforce { "1" } else { "0" });
         }
         let mut window = itoa::Buffer::new();
         let mut field = Vec::with_capacity(64);

@@ -317,6 +317,33 @@ async fn short_windows_never_expire_a_long_windows_counters() {
     assert!(ttl > 86_400_000, "the daily window's counters still live for two days: {ttl} ms");
 }
 
+/// A Redis that lost its scripts (restarted without them, a failover, `SCRIPT
+/// FLUSH`) answers NOSCRIPT: the script is loaded and the call sent again,
+/// with nothing counted twice or lost.
+#[tokio::test]
+async fn a_redis_without_the_scripts_gets_them_again() {
+    use sessiongate::ratelimit::{LimiterBackend, WindowCheck};
+    let redis = RedisServer::start();
+    let (conn, limiter) = limiter_on(&redis, "noscript");
+    let check = [WindowCheck {
+        index: 0,
+        name: std::sync::Arc::from("m"),
+        limit: 10,
+        window_ms: 60_000,
+        enforce: true,
+    }];
+    let count = |r: &(bool, sessiongate::ratelimit::PerPolicy<sessiongate::ratelimit::WindowResult>)| {
+        r.1[0].counter.current
+    };
+    assert_eq!(count(&limiter.check_windows("carol", &check, T0).await.unwrap()), 1);
+    let _: String = conn.cmd(redis::cmd("SCRIPT").arg("FLUSH")).await.unwrap();
+    assert_eq!(count(&limiter.check_windows("carol", &check, T0 + 1).await.unwrap()), 2, "loaded again");
+    let window = redis::Script::new(include_str!("../../src/ratelimit/window.lua"));
+    let loaded: Vec<bool> =
+        conn.cmd(redis::cmd("SCRIPT").arg("EXISTS").arg(window.get_hash())).await.unwrap();
+    assert_eq!(loaded, [true]);
+}
+
 /// A slot whose holder never gave it back lapses at its deadline, even while
 /// the principal keeps making requests; a released slot is free at once.
 #[tokio::test]
