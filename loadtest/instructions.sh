@@ -95,9 +95,10 @@ count() {
   # The Redis stack's requests are counted in redis-server too.
   local also=()
   [ "$name" = redis ] && also=("$REDIS_PID")
-  for p in "$pid" "${also[@]}"; do callgrind_control -z "$p" >/dev/null; done
+  local q
+  for q in "$pid" "${also[@]}"; do callgrind_control -z "$q" >/dev/null; done
   send "$port" "$path" "$N" ${header:+"$header"}
-  for p in "$pid" "${also[@]}"; do callgrind_control -d "$p" >/dev/null; done
+  for q in "$pid" "${also[@]}"; do callgrind_control -d "$q" >/dev/null; done
   sleep 0.5
   kill "$pid"; wait "$pid" 2>/dev/null || true
   totals "$name"
