@@ -122,9 +122,14 @@ impl RuntimeConfig {
                 *current = Current { version, overrides, effective };
             }
             Err(why) => {
-                // Keep serving what we have; remember the version so it is reported once.
-                tracing::error!(version, %why, "saved runtime config does not fit this configuration file; ignored");
+                // Keep serving what we have. Remember the version, so it is
+                // reported once, and the overrides, so the next PATCH goes on
+                // top of them: it is refused (422, naming what no longer fits)
+                // until it sets that right, instead of quietly saving over
+                // every other saved override.
+                tracing::error!(version, %why, "saved runtime config does not fit this configuration file; not applied");
                 current.version = version;
+                current.overrides = overrides;
             }
         }
     }

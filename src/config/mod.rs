@@ -488,9 +488,12 @@ impl Config {
         );
         let srv = &self.server;
         check(srv.max_body_bytes >= 256, "server.max_body_bytes: must be at least 256");
+        // At most an hour: slots and deadlines are derived from it (twice it
+        // bounds a concurrency slot), and a larger one is no longer a bound.
         check(
-            srv.request_timeout >= Duration::from_millis(100),
-            "server.request_timeout: must be at least 100ms",
+            srv.request_timeout >= Duration::from_millis(100)
+                && srv.request_timeout <= Duration::from_secs(3600),
+            "server.request_timeout: must be between 100ms and 1h",
         );
         check(srv.shutdown_delay <= Duration::from_secs(300), "server.shutdown_delay: must be at most 5m");
         check(
@@ -530,6 +533,9 @@ impl Config {
         check(a.leeway <= Duration::from_secs(300), "auth.leeway: must be at most 5m");
         check(a.jwks_refresh >= Duration::from_secs(1), "auth.jwks_refresh: must be at least 1s");
         check(a.jwks_cooldown <= a.jwks_refresh, "auth.jwks_cooldown: must not exceed auth.jwks_refresh");
+        // Zero would let a failing or `max-age=0` endpoint be fetched in a
+        // loop, and every unknown `kid` fetch it once.
+        check(a.jwks_cooldown >= Duration::from_millis(100), "auth.jwks_cooldown: must be at least 100ms");
         let mut ids = std::collections::HashSet::new();
         for (i, k) in a.api_keys.iter().enumerate() {
             check(
@@ -730,6 +736,22 @@ mod tests {
             assert_eq!(c.sessions.on_limit, OnLimit::Reject);
             Ok(())
         });
+    }
+
+    #[test]
+    fn bounds_that_keep_timers_finite_are_checked() {
+        for (toml, key) in [
+            ("[server]\nrequest_timeout = \"2h\"", "server.request_timeout"),
+            ("[server]\nrequest_timeout = \"300000000000y\"", "server.request_timeout"),
+            ("[auth]\njwks_cooldown = \"0s\"", "auth.jwks_cooldown"),
+        ] {
+            let e = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        assert!(
+            Config::from_toml("[server]\nrequest_timeout = \"1h\"\n[auth]\njwks_cooldown = \"100ms\"")
+                .is_ok()
+        );
     }
 
     #[test]

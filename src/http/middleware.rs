@@ -268,8 +268,7 @@ async fn respond(
     let state = &app.state;
     let route = found.map_or(values::UNMATCHED_ROUTE, |r| r.template);
     let metrics = &state.metrics;
-    let active = metrics.http_active(method);
-    active.increment(1.0);
+    let in_flight = InFlight::start(metrics, method, route, started);
     let mut response = match &app.inner {
         // The deadline from the request's start: no second clock read.
         // Boxed: the guard's wrappers each move what they wrap.
@@ -280,7 +279,7 @@ async fn respond(
         }
         Inner::Cors(stack) => through_cors(stack, found, req).instrument(span.clone()).await,
     };
-    active.decrement(1.0);
+    in_flight.answered();
 
     let status = response.status();
     if let Some(PendingProblem(problem)) = response.extensions_mut().remove::<PendingProblem>() {
@@ -316,14 +315,7 @@ async fn respond(
             "request failed"
         );
     } else if route.starts_with("/v1/") || status >= 400 {
-        // Written straight to the log writer when ours is installed
-        // (the same line; see `log_format::access`).
-        let line = AccessLine { method, route, status, duration_ms, principal };
-        if !log_format::writes_access_lines() {
-            log_format::access_event!(line);
-        } else if tracing::enabled!(kind: tracing::metadata::Kind::EVENT, tracing::Level::INFO) {
-            log_format::access(module_path!(), &line);
-        }
+        log_access(AccessLine { method, route, status, duration_ms, principal });
     } else {
         tracing::debug!(
             http.request.method = method,
@@ -334,6 +326,66 @@ async fn respond(
         );
     }
     Ok(response)
+}
+
+/// A request between its start and its answer: its share of the in-flight
+/// gauge. When the client goes away first, hyper drops the request's future
+/// at its await point and `respond` never resumes; then this, dropped with it,
+/// still takes the request off the gauge, measures it and writes its line,
+/// as 499 (nginx's "client closed request"; no response is sent).
+struct InFlight<'a> {
+    metrics: &'a crate::telemetry::metrics::Metrics,
+    active: metrics::Gauge,
+    method: &'static str,
+    route: &'static str,
+    started: Instant,
+    answered: bool,
+}
+
+/// The status a request the client abandoned is counted and logged with.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl<'a> InFlight<'a> {
+    fn start(
+        metrics: &'a crate::telemetry::metrics::Metrics,
+        method: &'static str,
+        route: &'static str,
+        started: Instant,
+    ) -> Self {
+        let active = metrics.http_active(method);
+        active.increment(1.0);
+        Self { metrics, active, method, route, started, answered: false }
+    }
+
+    /// The handler answered: the caller measures and logs the response.
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.active.decrement(1.0);
+        if self.answered {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let status = CLIENT_CLOSED_REQUEST;
+        self.metrics.http_duration(self.method, self.route, status).record(elapsed.as_secs_f64());
+        let principal = RequestContext::with_current(|c| c.map_or("none", |c| c.principal.get()));
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        log_access(AccessLine { method: self.method, route: self.route, status, duration_ms, principal });
+    }
+}
+
+/// A request's one access line: written straight to the log writer when ours
+/// is installed (the same line; see `log_format::access`).
+fn log_access(line: AccessLine) {
+    if !log_format::writes_access_lines() {
+        log_format::access_event!(line);
+    } else if tracing::enabled!(kind: tracing::metadata::Kind::EVENT, tracing::Level::INFO) {
+        log_format::access(module_path!(), &line);
+    }
 }
 
 /// The OWASP REST headers for an API that serves per-user JSON: never cached

@@ -138,6 +138,10 @@ fn cors(origins: &[String]) -> CorsLayer {
             axum::http::header::RETRY_AFTER,
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("idempotent-replayed"),
+            // A frontend reads its remaining quota and the auth challenge.
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+            axum::http::header::WWW_AUTHENTICATE,
         ])
         .max_age(std::time::Duration::from_secs(600))
 }

@@ -245,8 +245,11 @@ impl RateLimiter {
         &self.backend
     }
 
-    /// Decide a request by `principal` on `method route`.
+    /// Decide a request by `principal` on `method route`. A `HEAD` is the
+    /// `GET` it is answered by (axum runs the GET handler), so it meets the
+    /// GET route's policies: it cannot be used to get around them.
     pub async fn check(&self, principal: &Principal, method: &str, route: &str) -> Decision {
+        let method = if method == "HEAD" { "GET" } else { method };
         let policies = self.policies.load();
         let applicable: PerPolicy<(&Policy, WindowCheck)> = policies
             .iter()
@@ -295,7 +298,7 @@ impl RateLimiter {
                     report.concurrency(c, c.limit, false);
                 }
                 Err(e) => {
-                    if let Some(d) = self.store_error(&p.name, &e) {
+                    if let Some(d) = self.store_error(&p.name, c.enforce, &e) {
                         return d;
                     }
                 }
@@ -323,10 +326,12 @@ impl RateLimiter {
                     blocked = !spent;
                 }
                 Err(e) => {
+                    let mut denied = None;
                     for c in &windows {
-                        if let Some(d) = self.store_error(&c.name, &e) {
-                            return d;
-                        }
+                        denied = denied.or(self.store_error(&c.name, c.enforce, &e));
+                    }
+                    if let Some(d) = denied {
+                        return d;
                     }
                 }
             }
@@ -335,15 +340,19 @@ impl RateLimiter {
             return refusal(&report);
         }
         let guard = guard.filter(|g| !g.held.is_empty());
-        Decision::Admitted { headers: Some(report.render()), guard }
+        // Every policy's store failed and failures admit: no items, and an
+        // empty `RateLimit` field is not a valid structured field.
+        let headers = (!report.is_empty()).then(|| report.render());
+        Decision::Admitted { headers, guard }
     }
 
-    /// Count a store failure; `Some` when it decides the request (deny).
-    fn store_error(&self, policy: &Arc<str>, e: &LimiterError) -> Option<Decision> {
+    /// Count a store failure; `Some` when it decides the request: `deny`,
+    /// and the policy blocks (a shadow policy never rejects, not even then).
+    fn store_error(&self, policy: &Arc<str>, enforce: bool, e: &LimiterError) -> Option<Decision> {
         self.events.ratelimit_store_error(policy, &e.0);
         match self.on_store_error {
-            OnStoreError::Allow => None,
-            OnStoreError::Deny => Some(Decision::StoreUnavailable),
+            OnStoreError::Deny if enforce => Some(Decision::StoreUnavailable),
+            _ => None,
         }
     }
 

@@ -27,8 +27,11 @@ impl ClientIp {
         Self { trusted: Arc::from(trusted) }
     }
 
+    /// A dual-stack listener (`[::]`) sees an IPv4 peer as `::ffff:a.b.c.d`,
+    /// which no IPv4 network contains: both forms are looked up.
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|net| net.contains(&ip))
+        let canonical = ip.to_canonical();
+        self.trusted.iter().any(|net| net.contains(&ip) || net.contains(&canonical))
     }
 
     /// The client of a request from `peer` with these `X-Forwarded-For`
@@ -115,5 +118,8 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         assert_eq!(r(a, &[]), r(b, &[]), "one /64, one bucket");
+        let mapped_proxy: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(r(mapped_proxy, &["203.0.113.7"]), client, "a proxy seen by a dual-stack listener");
+        assert_eq!(r(proxy, &["203.0.113.7, ::ffff:10.9.9.9"]), client, "a mapped trusted hop is skipped");
     }
 }

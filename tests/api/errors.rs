@@ -4,6 +4,7 @@
 use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 #[tokio::test]
 async fn unknown_routes_are_404_problems() {
@@ -256,6 +257,11 @@ async fn with_cors_on_a_401_carries_the_cors_headers_and_a_preflight_needs_no_to
         .unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
     assert!(r.headers().contains_key("x-request-id"));
+    // What a browser's script may read: the quota, the wait, the challenge.
+    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+    for name in ["retry-after", "ratelimit", "ratelimit-policy", "www-authenticate", "x-request-id"] {
+        assert!(exposed.split(',').any(|h| h.trim() == name), "{name} not in {exposed}");
+    }
     assert_problem(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
     let r = app
         .client
@@ -301,4 +307,33 @@ async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
     let r = app.client.get(app.url("/nope")).header("x-request-id", "trace-me").send().await.unwrap();
     let body = assert_problem(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     assert_eq!(body["request_id"], "trace-me");
+}
+
+#[tokio::test]
+async fn a_request_the_client_abandons_is_counted_as_499_and_leaves_the_gauge() {
+    let app = spawn_app_with("[agent]\necho_latency = \"400ms\"").await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
+    let abandoned = app
+        .client
+        .post(app.url(&q))
+        .bearer_auth(&alice)
+        .json(&json!({"input": "hi"}))
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(abandoned.unwrap_err().is_timeout());
+    let active = r#"http_server_active_requests{http_request_method="POST"}"#;
+    let abandoned = r#"http_server_request_duration_seconds_count{http_request_method="POST",http_route="/v1/sessions/{id}/queries",http_response_status_code="499"}"#;
+    let settled = eventually(Duration::from_secs(5), || async {
+        app.metric(active).await == Some(0.0) && app.metric(abandoned).await == Some(1.0)
+    })
+    .await;
+    assert!(
+        settled,
+        "in flight: {:?}, abandoned: {:?}",
+        app.metric(active).await,
+        app.metric(abandoned).await
+    );
 }

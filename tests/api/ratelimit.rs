@@ -132,6 +132,24 @@ async fn policies_apply_only_to_their_routes() {
 }
 
 #[tokio::test]
+async fn a_head_meets_the_policies_of_its_get() {
+    let app = spawn_app_with(
+        "[[rate_limit.policies]]\nname = \"list\"\nlimit = 2\nwindow = \"60s\"\nroutes = [\"GET /v1/sessions\"]",
+    )
+    .await;
+    let alice = token("alice");
+    app.clock.advance_ms(250);
+    let head = || app.client.head(app.url("/v1/sessions")).bearer_auth(&alice).send();
+    let r = head().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "ratelimit").unwrap(), r#""list";r=1;t=60"#);
+    assert_eq!(app.get(&alice, "/v1/sessions").await.status(), StatusCode::OK);
+    let r = head().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "a HEAD is counted with its GET");
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("60"));
+}
+
+#[tokio::test]
 async fn the_session_cap_and_the_rate_limit_answer_with_different_codes() {
     let app = spawn_app_with(
         "[sessions]\nmax_per_user = 1\non_limit = \"reject\"\n\

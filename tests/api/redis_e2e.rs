@@ -173,21 +173,34 @@ async fn restarting_sessiongate_loses_no_session() {
 
 #[tokio::test]
 async fn the_rate_limiter_fails_open_or_closed_as_configured() {
-    for (mode, want) in [("allow", StatusCode::OK), ("deny", StatusCode::SERVICE_UNAVAILABLE)] {
+    // A shadow policy never rejects, not even with `deny`.
+    for (mode, shadow, want) in [
+        ("allow", false, StatusCode::OK),
+        ("deny", false, StatusCode::SERVICE_UNAVAILABLE),
+        ("deny", true, StatusCode::OK),
+    ] {
         let mut redis = RedisServer::start();
         let app = spawn_app_with(&format!(
             "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\ncommand_timeout = \"200ms\"\n\
-             [rate_limit]\non_store_error = \"{mode}\"\n\
+             [rate_limit]\non_store_error = \"{mode}\"\nshadow = {shadow}\n\
              [[rate_limit.policies]]\nname = \"p\"\nlimit = 100\nwindow = \"60s\"\nroutes = [\"GET /v1/tool-sets\"]",
             redis.url()
         ))
         .await;
         let alice = token("alice");
-        assert_eq!(app.get(&alice, "/v1/tool-sets").await.status(), StatusCode::OK);
+        let r = app.get(&alice, "/v1/tool-sets").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().contains_key("ratelimit"));
         redis.kill();
         // /v1/tool-sets needs no session store: only the limiter touches Redis.
         let r = app.get(&alice, "/v1/tool-sets").await;
-        assert_eq!(r.status(), want, "on_store_error = {mode}");
+        assert_eq!(r.status(), want, "on_store_error = {mode}, shadow = {shadow}");
+        if want == StatusCode::OK {
+            // Nothing was counted, so there is nothing to say (and an empty
+            // structured field would be invalid).
+            assert!(!r.headers().contains_key("ratelimit"), "{:?}", r.headers());
+            assert!(!r.headers().contains_key("ratelimit-policy"));
+        }
         assert_eq!(app.metric(r#"sessiongate_ratelimit_store_errors_total{policy="p"}"#).await, Some(1.0));
     }
 }

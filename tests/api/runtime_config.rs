@@ -119,6 +119,37 @@ async fn overrides_persist_to_the_file_and_win_at_start_up() {
 }
 
 #[tokio::test]
+async fn saved_overrides_that_no_longer_fit_the_file_are_not_saved_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("overrides.json");
+    let store = format!("[store]\noverrides_file = {:?}", file.to_str().unwrap());
+    let first = spawn_app_with(&format!("{CAP_1}\n{store}")).await;
+    let saved = json!({"sessions": {"max_per_user": 4}, "rate_limit": {"policies": {"reads": {"limit": 5}}}});
+    assert_eq!(patch(&first, saved.clone()).await.status(), StatusCode::OK);
+    first.stop().await.unwrap();
+
+    // The file no longer has the policy `reads`: nothing saved is applied...
+    let second = spawn_app_with(&format!("[sessions]\nmax_per_user = 1\n{store}")).await;
+    let doc: Value = second.get(&admin_token("oncall"), "/v1/admin/config").await.json().await.unwrap();
+    assert_eq!(doc["sessions"]["max_per_user"], 1);
+    // ...and a PATCH that leaves the stale part is refused, naming it, rather
+    // than saving over the other overrides.
+    let problem = assert_problem(
+        patch(&second, json!({"sessions": {"idle_ttl": "10m"}})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert!(problem.to_string().contains("rate_limit.policies.reads"), "{problem}");
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(on_disk["overrides"], saved);
+    // Removing the stale part applies the rest.
+    let r = patch(&second, json!({"rate_limit": {"policies": {"reads": null}}})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["sessions"]["max_per_user"], 4);
+}
+
+#[tokio::test]
 async fn patches_on_two_replicas_at_once_both_survive() {
     let redis = crate::redis_server::RedisServer::start();
     let cfg = format!(
