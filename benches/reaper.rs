@@ -19,26 +19,26 @@ use std::time::{Duration, Instant};
 const T0: i64 = 1_795_600_800_000;
 const IDLE_MS: i64 = 60_000;
 
-fn limits() -> Limits {
+fn limits(idle_ttl_ms: i64) -> Limits {
     Limits {
         max_per_user: 1_000_000,
-        idle_ttl_ms: IDLE_MS,
-        max_lifetime_ms: 10 * IDLE_MS,
+        idle_ttl_ms,
+        max_lifetime_ms: 10 * idle_ttl_ms,
         on_limit: OnLimit::Reject,
         idempotency_ttl_ms: 3_600_000,
         max_idempotency_keys: 100,
     }
 }
 
-/// Sessions of `users` users (10 each), created at `at`.
-async fn fill(store: &MemoryStore, prefix: &str, n: usize, at: i64) {
+/// `n` sessions of `n / 10` users, created at `at`, idle for at most `idle_ms`.
+async fn fill(store: &MemoryStore, prefix: &str, n: usize, at: i64, idle_ms: i64) {
     for i in 0..n {
         let req = CreateRequest {
             id: uuid::Uuid::now_v7(),
             user_id: Arc::from(format!("{prefix}-{}", i / 10)),
             tool_set: Arc::from("general"),
             now: at,
-            limits: limits(),
+            limits: limits(idle_ms),
             idempotency: None,
         };
         store.create(req).await.expect("memory store never fails");
@@ -49,14 +49,16 @@ async fn fill(store: &MemoryStore, prefix: &str, n: usize, at: i64) {
 fn sweeps(rt: &tokio::runtime::Runtime, live: usize, expired: usize, iters: u64) -> Duration {
     rt.block_on(async {
         let store = MemoryStore::new();
-        // Live: created late enough to outlive the sweep instant.
-        let sweep_at = T0 + IDLE_MS + 1;
-        fill(&store, "live", live, T0 + IDLE_MS).await;
+        // Live: idle for much longer than every sweep below. Time only moves
+        // forward in a store: each round creates its sessions at the last
+        // sweep's instant and sweeps once they have expired.
+        fill(&store, "live", live, T0, 1_000 * IDLE_MS).await;
         let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            fill(&store, "gone", expired, T0).await;
+        for round in 0..iters as i64 {
+            let created_at = T0 + round * (IDLE_MS + 1);
+            fill(&store, "gone", expired, created_at, IDLE_MS).await;
             let started = Instant::now();
-            let removed = store.reap(sweep_at, usize::MAX).await.unwrap();
+            let removed = store.reap(created_at + IDLE_MS + 1, usize::MAX).await.unwrap();
             total += started.elapsed();
             assert_eq!(removed.len(), expired);
         }

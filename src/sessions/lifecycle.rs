@@ -51,10 +51,13 @@ pub fn admit<'a>(sessions: impl IntoIterator<Item = &'a Session>, limits: &Limit
             Admission::Evict(live.iter().take(excess).map(|s| s.id).collect())
         }
         OnLimit::Reject => {
-            let soonest = live.iter().map(|s| s.expires_at).min().unwrap_or(now);
+            // Room comes when `live - cap + 1` of them have expired: usually
+            // the soonest, more when the cap was lowered below what is held.
+            let mut expiries: Vec<Millis> = live.iter().map(|s| s.expires_at).collect();
+            let room = *expiries.select_nth_unstable(live.len() - cap).1;
             live.sort_by_key(|s| (s.created_at, s.id));
             Admission::Reject {
-                retry_after_ms: (soonest - now).max(0),
+                retry_after_ms: (room - now).max(0),
                 live: live.iter().map(|s| s.id).collect(),
             }
         }
@@ -65,6 +68,14 @@ pub fn admit<'a>(sessions: impl IntoIterator<Item = &'a Session>, limits: &Limit
 /// client that waits exactly this long is never early.
 pub fn retry_after_secs(ms: Millis) -> u64 {
     (ms.max(1) as u64).div_ceil(1000)
+}
+
+/// Activity cannot extend a live session whose lifetime is over at `now`
+/// under limits lowered since it was created (its stored expiry is from the
+/// old ones): it expires at the end of that lifetime, returned here.
+pub fn outlived(created_at: Millis, now: Millis, limits: &Limits) -> Option<Millis> {
+    let end = created_at.saturating_add(limits.max_lifetime_ms);
+    (end <= now).then_some(end)
 }
 
 /// The new state of a session after activity at `now`.
@@ -150,6 +161,26 @@ mod tests {
             admit([&c, &a, &b], &l, 40),
             Admission::Evict(vec![Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)])
         );
+    }
+
+    #[test]
+    fn over_a_lowered_cap_reject_waits_for_enough_expiries() {
+        let l = limits(3, OnLimit::Reject);
+        let (a, b, c) = (session(1, 0, 0, &l), session(2, 0, 200, &l), session(3, 0, 100, &l));
+        let wait = |cap| match admit([&a, &b, &c], &limits(cap, OnLimit::Reject), 300) {
+            Admission::Reject { retry_after_ms, .. } => retry_after_ms,
+            other => panic!("{other:?}"),
+        };
+        // Expiries 1000, 1100, 1200: one must go at cap 3, two at 2, all three at 1.
+        assert_eq!((wait(3), wait(2), wait(1)), (700, 800, 900));
+    }
+
+    #[test]
+    fn a_lifetime_cut_short_ends_at_the_next_activity() {
+        let l = limits(1, OnLimit::Reject);
+        assert_eq!(outlived(0, 9_999, &l), None);
+        assert_eq!(outlived(0, 10_000, &l), Some(10_000));
+        assert_eq!(outlived(i64::MAX - 1, i64::MAX - 1, &l), None, "no overflow");
     }
 
     #[test]

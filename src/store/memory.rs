@@ -11,7 +11,15 @@
 //!   their idempotency records;
 //! - `expiry`: an ordered index of `(expires_at, id)`, so the reaper pops exactly
 //!   the expired sessions from its front — work proportional to what expired;
-//! - `idempotency_expiry`: keys in insertion order for the same purpose.
+//! - `idempotency_expiry`: the same for idempotency records, by expiry (not
+//!   insertion: a TTL lowered at runtime must not queue new records behind
+//!   old ones);
+//! - `clock`: the latest time any change in the shard was made at. Each
+//!   change runs at `max(now, clock)`: callers read their clocks before they
+//!   take the lock, so their changes may arrive out of order, and a session
+//!   one change has seen expire must stay expired for every later one (a
+//!   heartbeat read a microsecond before its expiry, arriving after a create
+//!   that no longer counted it, would otherwise revive it over the cap).
 //!
 //! It applies `sessions::lifecycle`; it knows nothing of HTTP or metrics.
 
@@ -24,7 +32,7 @@ use crate::sessions::{
 use async_trait::async_trait;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -97,12 +105,24 @@ struct Shard {
     sessions: table::Table<SessionId, Record>,
     users: HashMap<Arc<str>, UserEntry>,
     expiry: BTreeSet<(Millis, SessionId)>,
-    idempotency_expiry: VecDeque<(Millis, Arc<str>, Box<str>)>,
+    idempotency_expiry: BTreeSet<(Millis, Arc<str>, Box<str>)>,
     /// Sessions present (live or awaiting the reaper) per tool set.
     by_tool_set: HashMap<Arc<str>, u64>,
+    clock: Millis,
 }
 
 impl Shard {
+    /// The time a change runs at: never before one already made here.
+    fn at(&mut self, now: Millis) -> Millis {
+        self.clock = self.clock.max(now);
+        self.clock
+    }
+
+    /// The time a read sees: what the changes made so far have seen.
+    fn seen(&self, now: Millis) -> Millis {
+        self.clock.max(now)
+    }
+
     fn user_arc(&mut self, user: &str) -> Arc<str> {
         match self.users.get_key_value(user) {
             Some((k, _)) => k.clone(),
@@ -178,7 +198,8 @@ impl Shard {
         Some(*waits.select_nth_unstable(at).1)
     }
 
-    fn create(&mut self, req: CreateRequest) -> CreateOutcome {
+    fn create(&mut self, mut req: CreateRequest) -> CreateOutcome {
+        req.now = self.at(req.now);
         let user = self.user_arc(&req.user_id);
         if let Some(idem) = &req.idempotency {
             let found = self
@@ -243,7 +264,7 @@ impl Shard {
                     evicted_ids: evicted.iter().map(|s| s.id).collect(),
                 },
             );
-            self.idempotency_expiry.push_back((expires_at, user, key));
+            self.idempotency_expiry.insert((expires_at, user, key));
         }
         CreateOutcome::Created { session, evicted }
     }
@@ -256,7 +277,17 @@ impl Shard {
         now: Millis,
         limits: &Limits,
     ) -> Option<Touched> {
+        let now = self.at(now);
         let record = self.live(user, id, now)?;
+        if let Some(end) = lifecycle::outlived(record.created_at, now, limits) {
+            // Its lifetime, since lowered, is over: it expires (the reaper
+            // ends it), and the activity is refused.
+            let old_expiry = record.expires_at;
+            self.sessions.get_mut(&id).expect("the session was just read").expires_at = end;
+            self.expiry.remove(&(old_expiry, id));
+            self.expiry.insert((end, id));
+            return None;
+        }
         let mut session = record.to_session(id);
         let previous_tool_set = session.tool_set.clone();
         let old_expiry = session.expires_at;
@@ -283,6 +314,7 @@ impl Shard {
     }
 
     fn reap(&mut self, now: Millis, max: usize, out: &mut Vec<Session>) {
+        let now = self.at(now);
         while out.len() < max {
             match self.expiry.first() {
                 Some(&(at, id)) if at <= now => {
@@ -295,13 +327,13 @@ impl Shard {
                 _ => break,
             }
         }
-        // Idempotency records expire in insertion order (a TTL lowered at
-        // runtime only delays a removal; lookups check the expiry themselves).
-        while let Some((at, _, _)) = self.idempotency_expiry.front() {
+        // Expired idempotency records, soonest first (lookups check the
+        // expiry themselves; this frees the memory).
+        while let Some((at, _, _)) = self.idempotency_expiry.first() {
             if *at > now {
                 break;
             }
-            let (at, user, key) = self.idempotency_expiry.pop_front().expect("front exists");
+            let (at, user, key) = self.idempotency_expiry.pop_first().expect("first exists");
             if let Some(entry) = self.users.get_mut(&user) {
                 if let Some(map) = entry.idempotency.as_mut() {
                     if map.get(&key).is_some_and(|r| r.expires_at == at) {
@@ -354,12 +386,16 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get(&self, user: &str, id: SessionId, now: Millis) -> Result<Option<Session>, StoreError> {
-        Ok(self.shard(user).lock().live(user, id, now).map(|r| r.to_session(id)))
+        let shard = self.shard(user).lock();
+        Ok(shard.live(user, id, shard.seen(now)).map(|r| r.to_session(id)))
     }
 
     async fn list(&self, user: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
+        let shard = self.shard(user).lock();
+        let now = shard.seen(now);
         let mut list: Vec<Session> =
-            self.shard(user).lock().user_sessions(user).into_iter().filter(|s| s.is_live(now)).collect();
+            shard.user_sessions(user).into_iter().filter(|s| s.is_live(now)).collect();
+        drop(shard);
         list.sort_by_key(|s| (s.created_at, s.id));
         Ok(list)
     }
@@ -377,6 +413,7 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, user: &str, id: SessionId, now: Millis) -> Result<Option<Session>, StoreError> {
         let mut shard = self.shard(user).lock();
+        let now = shard.at(now);
         if shard.live(user, id, now).is_none() {
             return Ok(None);
         }
@@ -385,6 +422,7 @@ impl SessionStore for MemoryStore {
 
     async fn revoke_user(&self, user: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
         let mut shard = self.shard(user).lock();
+        let now = shard.at(now);
         let live: Vec<SessionId> =
             shard.user_sessions(user).into_iter().filter(|s| s.is_live(now)).map(|s| s.id).collect();
         Ok(live.into_iter().filter_map(|id| shard.remove(id)).collect())

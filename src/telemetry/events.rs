@@ -13,11 +13,15 @@ use std::time::Duration;
 /// The events of one application instance.
 pub struct Events {
     metrics: Arc<Metrics>,
+    /// Tool sets not configured here whose sessions the store still held at
+    /// the last sweep (removed from the file, or another replica's): their
+    /// gauge goes to 0 when the last of those ends, not stays where it was.
+    other_tool_sets: parking_lot::Mutex<Vec<Arc<str>>>,
 }
 
 impl Events {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+        Self { metrics, other_tool_sets: Default::default() }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -213,8 +217,19 @@ impl Events {
         for ts in known_tool_sets {
             active_gauge(ts, active_by_tool_set.iter().find(|(t, _)| t == ts).map_or(0, |(_, n)| *n));
         }
+        let mut others = self.other_tool_sets.lock();
+        others.retain(|ts| {
+            let present = active_by_tool_set.iter().any(|(t, _)| t == ts);
+            if !present {
+                active_gauge(ts, 0);
+            }
+            present
+        });
         for (ts, n) in active_by_tool_set.iter().filter(|(t, _)| !known_tool_sets.contains(t)) {
             active_gauge(ts, *n);
+            if !others.contains(ts) {
+                others.push(ts.clone());
+            }
         }
         self.metrics.gauge(catalog::SESSIONS_EXPIRED_PENDING, vec![]).set(expired_pending as f64);
         self.metrics.gauge(catalog::REAPER_LAST_SWEEP, vec![]).set(now as f64 / 1000.0);

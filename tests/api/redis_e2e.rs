@@ -464,3 +464,34 @@ fn the_redis_windows_agree_with_the_memory_windows() {
         panic!("{e}");
     }
 }
+
+#[tokio::test]
+async fn a_tool_set_no_longer_configured_is_gauged_until_its_last_session_ends() {
+    let redis = RedisServer::start();
+    let store = format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"gone\"\n\
+         [sessions]\nreaper_interval = \"50ms\"\n",
+        redis.url()
+    );
+    let alice = token("alice");
+    let before = spawn_app_with(&format!(
+        "{store}[[tool_sets]]\nname = \"general\"\ntools = [\"search\"]\n\
+         [[tool_sets]]\nname = \"legacy\"\ntools = [\"fax\"]"
+    ))
+    .await;
+    let s = before.create_ok(&alice, "legacy").await;
+    before.stop().await.unwrap();
+
+    // `legacy` is gone from the file; its session is still in Redis.
+    let after =
+        spawn_app_with(&format!("{store}[[tool_sets]]\nname = \"general\"\ntools = [\"search\"]")).await;
+    let gauge = r#"sessiongate_sessions_active{tool_set="legacy"}"#;
+    assert!(eventually(Duration::from_secs(5), || async { after.metric(gauge).await == Some(1.0) }).await);
+    let path = format!("/v1/sessions/{}", s["id"].as_str().unwrap());
+    assert_eq!(after.delete(&alice, &path).await.status(), StatusCode::NO_CONTENT);
+    assert!(
+        eventually(Duration::from_secs(5), || async { after.metric(gauge).await == Some(0.0) }).await,
+        "the gauge stays at {:?}",
+        after.metric(gauge).await
+    );
+}

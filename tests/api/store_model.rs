@@ -15,14 +15,40 @@ const T0: i64 = 1_795_600_800_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { user: usize, tool: usize, key: Option<u8> },
-    Heartbeat { user: usize, pick: usize },
-    Query { user: usize, pick: usize },
-    Migrate { user: usize, pick: usize, tool: usize },
-    Delete { user: usize, pick: usize },
-    Revoke { user: usize },
-    Advance { ms: i64 },
+    Create {
+        user: usize,
+        tool: usize,
+        key: Option<u8>,
+    },
+    Heartbeat {
+        user: usize,
+        pick: usize,
+    },
+    Query {
+        user: usize,
+        pick: usize,
+    },
+    Migrate {
+        user: usize,
+        pick: usize,
+        tool: usize,
+    },
+    Delete {
+        user: usize,
+        pick: usize,
+    },
+    Revoke {
+        user: usize,
+    },
+    Advance {
+        ms: i64,
+    },
     Reap,
+    /// A runtime config change: the cap and the lifetime from now on.
+    Relimit {
+        cap: u32,
+        life: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,6 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize).prop_map(|user| Op::Revoke { user }),
         3 => (0..40_000i64).prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Reap),
+        1 => (1..4u32, 10_000..90_000i64).prop_map(|(cap, life)| Op::Relimit { cap, life }),
     ]
 }
 
@@ -131,8 +158,11 @@ impl Model {
                 let mut evicted = Vec::new();
                 if live.len() >= l.max_per_user as usize {
                     if l.on_limit == OnLimit::Reject {
-                        let soonest = live.iter().map(|s| s.expires).min().unwrap();
-                        return Out::Rejected(soonest - now, live.iter().map(|s| s.id).collect());
+                        // Until fewer than the cap are live.
+                        let mut expiries: Vec<i64> = live.iter().map(|s| s.expires).collect();
+                        expiries.sort();
+                        let room = expiries[live.len() - l.max_per_user as usize];
+                        return Out::Rejected(room - now, live.iter().map(|s| s.id).collect());
                     }
                     let mut order = live.clone();
                     order.sort_by_key(|s| (s.active, s.created, s.id));
@@ -163,6 +193,11 @@ impl Model {
                     return Out::Session(None);
                 };
                 let s = &mut self.sessions[i];
+                if s.created + l.max_lifetime_ms <= now {
+                    // Past a lifetime lowered since: it expires, no activity.
+                    s.expires = s.created + l.max_lifetime_ms;
+                    return Out::Session(None);
+                }
                 match *op {
                     Op::Query { .. } => s.turns += 1,
                     Op::Migrate { tool, .. } if tool != s.tool => {
@@ -193,7 +228,7 @@ impl Model {
                 ended.sort();
                 Out::Ended(ended)
             }
-            Op::Advance { .. } => Out::Nothing,
+            Op::Advance { .. } | Op::Relimit { .. } => Out::Nothing,
         }
     }
 }
@@ -266,22 +301,24 @@ async fn apply_store(
             ids.sort();
             Out::Ended(ids)
         }
-        Op::Advance { .. } => Out::Nothing,
+        Op::Advance { .. } | Op::Relimit { .. } => Out::Nothing,
     }
 }
 
 /// Drive `store` and the model with `ops`; fail at the first difference.
 async fn run_against_model(
     store: Arc<dyn SessionStore>,
-    l: Limits,
+    mut l: Limits,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     let mut now = T0;
     let mut ids: Vec<Uuid> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
-        if let Op::Advance { ms } = op {
-            now += ms;
+        match *op {
+            Op::Advance { ms } => now += ms,
+            Op::Relimit { cap, life } => l = Limits { max_per_user: cap, max_lifetime_ms: life, ..l },
+            _ => {}
         }
         let id = Uuid::from_u128(step as u128 + 1);
         let picked = match op {

@@ -76,6 +76,56 @@ pub async fn reject_reports_retry_after_and_live_ids(store: Arc<dyn SessionStore
     }
 }
 
+pub async fn over_a_lowered_cap_reject_waits_for_enough_expiries(store: Arc<dyn SessionStore>) {
+    let l = limits(3, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (b, _) = created(&*store, req("alice", "general", NOW + 5_000, l)).await;
+    let (c, _) = created(&*store, req("alice", "general", NOW + 10_000, l)).await;
+    // Expiries at +60 s, +65 s, +70 s; at +20 s with cap 1 all three must go.
+    for (cap, wait) in [(3, 40_000), (2, 45_000), (1, 50_000)] {
+        match store.create(req("alice", "general", NOW + 20_000, limits(cap, OnLimit::Reject))).await.unwrap()
+        {
+            CreateOutcome::LimitReached { retry_after_ms, live } => {
+                assert_eq!(retry_after_ms, wait, "cap {cap}");
+                assert_eq!(live, vec![a.id, b.id, c.id]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+pub async fn activity_cannot_outlive_a_shortened_lifetime(store: Arc<dyn SessionStore>) {
+    let l = limits(2, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (b, _) = created(&*store, req("alice", "general", NOW + 40_000, l)).await;
+    // max_lifetime lowered to 30 s: `a` is past it, `b` is not.
+    let short = Limits { max_lifetime_ms: 30_000, ..l };
+    let at = NOW + 50_000;
+    assert_eq!(store.touch("alice", a.id, Activity::Heartbeat, at, &short).await.unwrap(), None);
+    let t = store.touch("alice", b.id, Activity::Heartbeat, at, &short).await.unwrap().unwrap();
+    assert_eq!(t.session.expires_at, NOW + 70_000);
+    // `a` has expired: not seen, not counted, and the reaper ends it.
+    assert_eq!(store.get("alice", a.id, at).await.unwrap(), None);
+    assert_eq!(store.list("alice", at).await.unwrap().iter().map(|s| s.id).collect::<Vec<_>>(), vec![b.id]);
+    created(&*store, req("alice", "general", at, short)).await;
+    let reaped = store.reap(at, 100).await.unwrap();
+    assert_eq!(reaped.iter().map(|s| (s.id, s.expires_at)).collect::<Vec<_>>(), vec![(a.id, NOW + 30_000)]);
+}
+
+pub async fn a_change_never_runs_before_one_already_made(store: Arc<dyn SessionStore>) {
+    // A heartbeat whose caller read its clock just before the session's
+    // expiry, arriving after a create that no longer counted the session,
+    // must not revive it: the user would hold more than the cap.
+    let l = limits(1, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    let (b, _) = created(&*store, req("alice", "general", a.expires_at, l)).await;
+    let late = store.touch("alice", a.id, Activity::Heartbeat, a.expires_at - 1, &l).await.unwrap();
+    assert_eq!(late, None, "an expired session stays expired");
+    assert_eq!(store.delete("alice", a.id, a.expires_at - 1).await.unwrap(), None);
+    let live: Vec<Uuid> = store.list("alice", a.expires_at - 1).await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(live, vec![b.id], "reads see the same time");
+}
+
 pub async fn eviction_takes_the_least_recently_active(store: Arc<dyn SessionStore>) {
     let l = limits(2, OnLimit::EvictOldest);
     let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
@@ -147,6 +197,7 @@ pub async fn reap_returns_each_expired_session_exactly_once(store: Arc<dyn Sessi
             let mut got = Vec::new();
             loop {
                 let batch = s.reap(at, 7).await.unwrap();
+                assert!(batch.len() <= 7, "a sweep returns at most max, got {}", batch.len());
                 if batch.is_empty() {
                     break got;
                 }
@@ -307,6 +358,9 @@ macro_rules! store_suite {
                 create_get_list,
                 expired_sessions_are_invisible_and_never_count,
                 reject_reports_retry_after_and_live_ids,
+                over_a_lowered_cap_reject_waits_for_enough_expiries,
+                activity_cannot_outlive_a_shortened_lifetime,
+                a_change_never_runs_before_one_already_made,
                 eviction_takes_the_least_recently_active,
                 activities_move_last_active_and_expiry,
                 delete_and_revoke_end_sessions_at_once,

@@ -9,8 +9,23 @@
 --                      user's length makes the key unambiguous)
 --   <p>k:<user>        ZSET the user's idempotency keys, score = when each
 --                      expires (counts them against the per-user bound)
+--   <p>now             STRING the group's clock (see `clock`)
 -- where <p> = "<prefix>:{g:<n>}:".
 local function skey(p, id) return p .. 's:' .. id end
+
+-- The time a change runs at: the caller's `now`, or the latest a change of
+-- this group has run at if that is later. Changes reach Redis in another
+-- order than their callers read their clocks (a delayed request, another
+-- replica's clock), and a session one change has seen expire must stay
+-- expired for every later one: a heartbeat read just before its expiry but
+-- run after a create that no longer counted it would revive it over the cap.
+-- A read (`write` false) sees the same time without moving it.
+local function clock(p, now, write)
+  local seen = tonumber(redis.call('GET', p .. 'now'))
+  if seen and seen >= now then return seen end
+  if write then redis.call('SET', p .. 'now', now) end
+  return now
+end
 local function ukey(p, user) return p .. 'u:' .. user end
 
 local function load(p, id)

@@ -4,6 +4,7 @@
 --       idem_key ('' for none), fingerprint, idem_ttl, idem_max
 local p, user, id, tool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, cap, idle, life = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+now = clock(p, now, true)
 local on_limit, idem, fp, idem_ttl = ARGV[9], ARGV[10], ARGV[11], tonumber(ARGV[12])
 local idem_max = tonumber(ARGV[13])
 -- The user's length first: 'a' + 'b:k' and 'a:b' + 'k' must not meet.
@@ -37,13 +38,15 @@ local mine = live(p, user, now)
 local evicted = {}
 if #mine >= cap then
   if on_limit == 'reject' then
-    local soonest = mine[1].e
-    local out = { 'rejected', 0 }
+    -- Room comes when #mine - cap + 1 of them have expired: usually the
+    -- soonest, more when the cap was lowered below what is held.
+    local out, expiries = { 'rejected', 0 }, {}
     for _, s in ipairs(mine) do
-      if s.e < soonest then soonest = s.e end
+      table.insert(expiries, s.e)
       table.insert(out, s.id)
     end
-    out[2] = soonest - now
+    table.sort(expiries)
+    out[2] = expiries[#mine - cap + 1] - now
     return out
   end
   table.sort(mine, function(x, y)

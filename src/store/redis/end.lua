@@ -1,6 +1,7 @@
 -- End sessions at once: one ('d', by id) or all the user's live ones ('r').
 -- ARGV: p, user, now, mode, id
 local p, user, now, mode, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+now = clock(p, now, true)
 local out = {}
 if mode == 'd' then
   local s = load(p, id)

@@ -297,47 +297,47 @@ impl SessionStore for RedisStore {
     }
 
     async fn reap(&self, now: Millis, max: usize) -> Result<Vec<Session>, StoreError> {
-        // Every group at once (the multiplexed connection pipelines the
-        // calls); each drains its own expired sessions in batches.
-        let batch = (max / GROUPS as usize).clamp(1, 1000);
-        // A group that fails keeps what it had claimed (those sessions are
-        // already removed and must be reported); the others carry on.
-        let calls = (0..GROUPS).map(|g| {
-            let p = self.group_prefix(g);
-            async move {
-                let mut got = Vec::new();
-                loop {
-                    let claimed = match self.run(&REAP, &p, vec![s(p.clone()), i(now), i(batch as i64)]).await
-                    {
-                        Ok(reply) => sessions(&reply),
-                        Err(e) => Err(e),
-                    };
-                    match claimed {
-                        Ok(claimed) => {
-                            let done = claimed.len() < batch;
-                            got.extend(claimed);
-                            if done || got.len() >= max {
-                                return (got, None);
-                            }
+        // In rounds: each round, the groups that may hold more expired
+        // sessions claim at once (the multiplexed connection pipelines the
+        // calls) a share of what is left of `max` (at least one each; when
+        // fewer are left than groups, the next groups in turn). A group that
+        // claimed less than its share is drained for this sweep. So a sweep
+        // returns at most `max`, and fewer only when fewer have expired.
+        let mut waiting: std::collections::VecDeque<u32> = (0..GROUPS).collect();
+        let (mut out, mut answered, mut last_error) = (Vec::new(), 0usize, None);
+        while out.len() < max && !waiting.is_empty() {
+            let left = max - out.len();
+            let share = (left / waiting.len()).clamp(1, 1000);
+            let round: Vec<u32> = waiting.drain(..waiting.len().min(left)).collect();
+            let calls = round.iter().map(|&g| {
+                let p = self.group_prefix(g);
+                async move { (g, self.run(&REAP, &p, vec![s(p.clone()), i(now), i(share as i64)]).await) }
+            });
+            let mut round_answered = 0;
+            for (g, reply) in futures::future::join_all(calls).await {
+                // A group that fails is left for the next sweep; what the
+                // others claimed (already removed) must be reported.
+                match reply.and_then(|r| sessions(&r)) {
+                    Ok(claimed) => {
+                        round_answered += 1;
+                        if claimed.len() >= share {
+                            waiting.push_back(g);
                         }
-                        Err(e) => return (got, Some(e)),
+                        out.extend(claimed);
                     }
+                    Err(e) => last_error = Some(e),
                 }
             }
-        });
-        let (mut out, mut failed, mut last_error) = (Vec::new(), 0, None);
-        for (claimed, error) in futures::future::join_all(calls).await {
-            out.extend(claimed);
-            if let Some(e) = error {
-                failed += 1;
-                last_error = Some(e);
+            answered += round_answered;
+            if round_answered == 0 {
+                break; // no group answered: the store is down
             }
         }
         match last_error {
             // Nothing got through at all: the store is down; say so.
-            Some(e) if failed == GROUPS as usize && out.is_empty() => Err(e),
+            Some(e) if answered == 0 => Err(e),
             Some(e) => {
-                tracing::warn!(groups = failed, error = %e, "reaper: some groups failed this sweep; they are retried on the next");
+                tracing::warn!(error = %e, "reaper: some groups failed this sweep; they are retried on the next");
                 Ok(out)
             }
             None => Ok(out),

@@ -2,6 +2,7 @@
 -- before ARGV[2]. Atomic: across every replica, each is returned exactly once.
 -- ARGV: p, now, max
 local p, now, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+now = clock(p, now, true)
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'exp', '-inf', now, 'LIMIT', 0, max)) do
   local s = load(p, id)

@@ -3,8 +3,16 @@
 -- ARGV: p, user, id, now, idle, life, kind, tool
 local p, user, id = ARGV[1], ARGV[2], ARGV[3]
 local now, idle, life, kind, tool = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+now = clock(p, now, true)
 local s = load(p, id)
 if (not s) or s.u ~= user or s.e <= now then return {} end
+if s.c + life <= now then
+  -- Its lifetime, since lowered, is over: it expires (the reaper ends it),
+  -- and the activity is refused.
+  s.e = s.c + life
+  save(p, s)
+  return {}
+end
 local previous = s.t
 if kind == 'q' then
   s.n = s.n + 1
