@@ -966,10 +966,18 @@ def check_compose_sessiongate(ctx: Ctx):
          f"expected services sessiongate-1 and sessiongate-2 built from deploy/Dockerfile, found {sorted(sg)}")
     problems = []
     collectors = {n for n, s in services.items() if "opentelemetry-collector" in str(s.get("image", ""))}
-    lb_subnets = []
+    # The balancer's fixed addresses, and the networks they are on.
+    lb_addresses, lb_subnets = [], []
     for n, s in services.items():
         if "nginx" in str(s.get("image", "")):
             lb_subnets += network_subnets(ctx, s)
+            nets = s.get("networks")
+            for net in (nets.values() if isinstance(nets, dict) else []):
+                for key in ("ipv4_address", "ipv6_address"):
+                    if net and net.get(key):
+                        lb_addresses.append(ipaddress.ip_address(interpolate(net[key], problems, n)))
+            if not lb_addresses:
+                problems.append(f"{n}: the balancer has no fixed address for trusted_proxies to name")
     for name, s in sorted(sg.items()):
         env = compose_effective_env(ctx, s, problems, name)
         cmd = s.get("command")
@@ -996,9 +1004,18 @@ def check_compose_sessiongate(ctx: Ctx):
         trusted = []
         for t in cfg["server"].get("trusted_proxies") or []:
             trusted.append(ipaddress.ip_network(t, strict=False))
+        for a in lb_addresses:
+            if not any(a in t for t in trusted):
+                problems.append(f"{name}: the balancer's address {a} is not within trusted_proxies {trusted}")
+            if not any(a in sub for sub in lb_subnets):
+                problems.append(f"{name}: the balancer's address {a} is not in its network {lb_subnets}")
+        # Requests to a published port reach the balancer from the network's
+        # gateway (its first address): believing it would let a client from
+        # the host choose its own key.
         for sub in lb_subnets:
-            if not any(sub.version == t.version and sub.subnet_of(t) for t in trusted):
-                problems.append(f"{name}: the balancer's network {sub} is not within trusted_proxies {trusted}")
+            gateway = next(sub.hosts())
+            if any(gateway in t for t in trusted):
+                problems.append(f"{name}: trusted_proxies {trusted} include {gateway}, the gateway of {sub}")
         ep = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         proto = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         if not ep:
@@ -1304,14 +1321,45 @@ def check_docker_builder(ctx: Ctx):
             problems.append("cargo build without --locked")
         if "--release" not in words:
             problems.append("cargo build without --release")
+    copied = []
     for i, a in b["instructions"]:
         if i in ("COPY", "ADD") and "--from" not in a:
             srcs = shlex.split(a)[:-1]
             for s in (x for x in srcs if not x.startswith("--")):
+                copied.append(s.rstrip("/"))
                 if not (ctx.root / s).exists():
                     problems.append(f"COPY source {s} does not exist in the build context")
+    # Cargo reads every target the manifest declares, whichever it builds: a
+    # declared bench, test or example whose file the image lacks fails the
+    # build at the manifest ("can't find `x` bench").
+    for path in declared_target_files(ctx.root):
+        if not any(path == c or path.startswith(c + "/") for c in copied):
+            problems.append(f"Cargo.toml declares {path}, which the builder stage does not COPY")
     need_all(problems)
     return f"{b['image']} AS {b['name']}"
+
+
+def declared_target_files(root: Path) -> list[str]:
+    """The files of the targets Cargo.toml declares (and the build script):
+    an explicit `path`, else Cargo's default place for the target's name."""
+    manifest = tomllib.loads((root / "Cargo.toml").read_text(encoding="utf-8"))
+    out = []
+    for table, folder in (("bin", "src/bin"), ("bench", "benches"), ("test", "tests"), ("example", "examples")):
+        for t in manifest.get(table, []):
+            if "path" in t:
+                out.append(t["path"])
+            elif (root / folder / f"{t['name']}.rs").exists() or not (root / folder / t["name"]).is_dir():
+                out.append(f"{folder}/{t['name']}.rs")
+            else:
+                out.append(f"{folder}/{t['name']}/main.rs")
+    if "lib" in manifest and "path" in manifest["lib"]:
+        out.append(manifest["lib"]["path"])
+    build = manifest.get("package", {}).get("build")
+    if isinstance(build, str):
+        out.append(build)
+    elif build is None and (root / "build.rs").exists():
+        out.append("build.rs")
+    return out
 
 
 def check_docker_runtime(ctx: Ctx):

@@ -16,6 +16,10 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 # node: syntax checks of the k6 scripts in loadtest/ (k6 itself is never installed).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# curl and python3 (with venv): the soak, the deploy checks and schemathesis.
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -49,19 +53,22 @@ for backend in memory redis; do
   CHECK=1 PROFILE=debug WORKERS=16 USERS=500 ./loadtest/soak.sh 15 $backend
 done
 
+# The Python tools (PyPI) live in a virtual environment of their own, kept
+# between runs: a system Python may refuse packages (Debian's is "externally
+# managed", PEP 668), and a user install may land off PATH.
+VENV=${SESSIONGATE_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sessiongate/test-venv}
+if ! "$VENV/bin/python" -c 'import yaml, kubernetes_validate' >/dev/null 2>&1 || [ ! -x "$VENV/bin/st" ]; then
+  log "installing pyyaml, kubernetes-validate and schemathesis (PyPI) into $VENV"
+  python3 -m venv --clear "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check pyyaml kubernetes-validate schemathesis
+fi
+export PATH="$VENV/bin:$PATH"
+
 # Deploy artifacts (Docker is not needed: YAML, Kubernetes schemas, compose
 # cross-references, the Dockerfile's needs, configs through check-config).
-if ! python3 -c 'import yaml, kubernetes_validate' >/dev/null 2>&1; then
-  log "installing pyyaml and kubernetes-validate (PyPI)"
-  python3 -m pip install --quiet --disable-pip-version-check pyyaml kubernetes-validate
-fi
 log "scripts/check_deploy.py"
-SESSIONGATE_BIN=target/debug/sessiongate python3 scripts/check_deploy.py
+SESSIONGATE_BIN=target/debug/sessiongate python scripts/check_deploy.py
 
 # Schema-based fuzzing of the running server against its OpenAPI document.
-if ! command -v st >/dev/null 2>&1; then
-  log "installing schemathesis (PyPI)"
-  python3 -m pip install --quiet --disable-pip-version-check schemathesis
-fi
 log "scripts/schemathesis.sh"
 SESSIONGATE_BIN=target/debug/sessiongate ./scripts/schemathesis.sh

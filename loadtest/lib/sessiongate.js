@@ -104,8 +104,8 @@ export const migrate = (token, id, toolSet) =>
 export const heartbeat = (token, id) =>
   api('POST', '/v1/sessions/{id}/heartbeat', { token, params: { id }, body: {} });
 
-export const deleteSession = (token, id) =>
-  api('DELETE', '/v1/sessions/{id}', { token, params: { id }, expected: [204] });
+export const deleteSession = (token, id, expected = [204]) =>
+  api('DELETE', '/v1/sessions/{id}', { token, params: { id }, expected });
 
 /** Seconds to wait before retrying a 429: its Retry-After, at least 1 s. */
 export function retryAfterSeconds(res) {

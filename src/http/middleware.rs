@@ -343,7 +343,7 @@ struct InFlight<'a> {
 }
 
 /// The status a request the client abandoned is counted and logged with.
-pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl<'a> InFlight<'a> {
     fn start(
