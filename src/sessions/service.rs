@@ -8,7 +8,7 @@ use super::store::{Activity, CreateOutcome, CreateRequest, IdempotencyRequest, S
 use super::tool_sets::ToolSets;
 use crate::agent::{Agent, AgentError, AgentRequest};
 use crate::clock::{Clock, Millis};
-use crate::telemetry::Events;
+use crate::telemetry::{Events, RequestContext};
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -116,6 +116,33 @@ impl SessionService {
         self.clock.now_ms()
     }
 
+    /// Run a store change and the events it implies to their end, even when
+    /// the request that asked for them is dropped meanwhile (its client went
+    /// away and hyper dropped the handler): a remote store still applies a
+    /// change whose caller stopped waiting for the reply, and every change
+    /// must be counted once (a deleted session would otherwise never be: the
+    /// reaper will not see it). A store whose changes finish within one poll
+    /// runs them inline. The detached task keeps the request's span and
+    /// context, so its log lines keep the request id.
+    async fn to_the_end<T: Send + 'static>(
+        &self,
+        change: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        if self.store.changes_finish_in_one_poll() {
+            return change.await;
+        }
+        let change = change.instrument(tracing::Span::current());
+        let task = match RequestContext::with_current(|c| c.cloned()) {
+            Some(context) => tokio::spawn(context.scope(change)),
+            None => tokio::spawn(change),
+        };
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StoreError::Unavailable("the server is shutting down".into()).into()),
+        }
+    }
+
     fn tool_set(&self, name: &str) -> Result<Arc<str>, ServiceError> {
         self.tool_sets
             .get(name)
@@ -129,26 +156,36 @@ impl SessionService {
         let idempotency =
             input.idempotency_key.map(|key| IdempotencyRequest { key, fingerprint: fingerprint(&tool_set) });
         let limits = self.limits();
+        let request = CreateRequest {
+            id: uuid::Uuid::now_v7(),
+            user_id: input.user,
+            tool_set,
+            now,
+            limits,
+            idempotency,
+        };
+        let (store, events) = (self.store.clone(), self.events.clone());
         let outcome = self
-            .store
-            .create(CreateRequest {
-                id: uuid::Uuid::now_v7(),
-                user_id: input.user,
-                tool_set,
-                now,
-                limits,
-                idempotency,
+            .to_the_end(async move {
+                let outcome = store.create(request).await?;
+                match &outcome {
+                    CreateOutcome::Created { session, evicted } => {
+                        if !evicted.is_empty() {
+                            events.session_limit_hit(true);
+                        }
+                        for s in evicted {
+                            events.session_ended(s, EndReason::Evicted, now);
+                        }
+                        events.session_created(session);
+                    }
+                    CreateOutcome::LimitReached { .. } => events.session_limit_hit(false),
+                    _ => {}
+                }
+                Ok(outcome)
             })
             .await?;
         match outcome {
             CreateOutcome::Created { session, evicted } => {
-                if !evicted.is_empty() {
-                    self.events.session_limit_hit(true);
-                }
-                for s in &evicted {
-                    self.events.session_ended(s, EndReason::Evicted, now);
-                }
-                self.events.session_created(&session);
                 Ok(Created { session, evicted_ids: evicted.iter().map(|s| s.id).collect(), replayed: false })
             }
             CreateOutcome::Replayed { session, evicted_ids } => {
@@ -162,7 +199,6 @@ impl SessionService {
                 })
             }
             CreateOutcome::LimitReached { retry_after_ms, live } => {
-                self.events.session_limit_hit(false);
                 Err(ServiceError::LimitReached { retry_after_ms, live })
             }
         }
@@ -177,26 +213,34 @@ impl SessionService {
     }
 
     pub async fn heartbeat(&self, user: &str, id: SessionId) -> Result<Session, ServiceError> {
-        let touched = self
-            .store
-            .touch(user, id, Activity::Heartbeat, self.now(), &self.limits())
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        self.events.heartbeat();
-        Ok(touched.session)
+        let (store, events, user) = (self.store.clone(), self.events.clone(), Arc::<str>::from(user));
+        let (now, limits) = (self.now(), self.limits());
+        self.to_the_end(async move {
+            let touched = store
+                .touch(&user, id, Activity::Heartbeat, now, &limits)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            events.heartbeat();
+            Ok(touched.session)
+        })
+        .await
     }
 
     pub async fn migrate(&self, user: &str, id: SessionId, tool_set: &str) -> Result<Session, ServiceError> {
         let tool_set = self.tool_set(tool_set)?;
-        let touched = self
-            .store
-            .touch(user, id, Activity::Migrate { tool_set }, self.now(), &self.limits())
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        if touched.previous_tool_set != touched.session.tool_set {
-            self.events.session_migrated(&touched.previous_tool_set, &touched.session.tool_set);
-        }
-        Ok(touched.session)
+        let (store, events, user) = (self.store.clone(), self.events.clone(), Arc::<str>::from(user));
+        let (now, limits) = (self.now(), self.limits());
+        self.to_the_end(async move {
+            let touched = store
+                .touch(&user, id, Activity::Migrate { tool_set }, now, &limits)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if touched.previous_tool_set != touched.session.tool_set {
+                events.session_migrated(&touched.previous_tool_set, &touched.session.tool_set);
+            }
+            Ok(touched.session)
+        })
+        .await
     }
 
     /// Counts the turn first (atomically, so concurrent queries get distinct
@@ -252,20 +296,28 @@ impl SessionService {
     }
 
     pub async fn delete(&self, user: &str, id: SessionId) -> Result<(), ServiceError> {
+        let (store, events, user) = (self.store.clone(), self.events.clone(), Arc::<str>::from(user));
         let now = self.now();
-        let session = self.store.delete(user, id, now).await?.ok_or(ServiceError::NotFound)?;
-        self.events.session_ended(&session, EndReason::Deleted, now);
-        Ok(())
+        self.to_the_end(async move {
+            let session = store.delete(&user, id, now).await?.ok_or(ServiceError::NotFound)?;
+            events.session_ended(&session, EndReason::Deleted, now);
+            Ok(())
+        })
+        .await
     }
 
     /// The admin lever: end all of a user's sessions; returns how many.
     pub async fn revoke_user(&self, user: &str) -> Result<Vec<Session>, ServiceError> {
+        let (store, events, user) = (self.store.clone(), self.events.clone(), Arc::<str>::from(user));
         let now = self.now();
-        let ended = self.store.revoke_user(user, now).await?;
-        for s in &ended {
-            self.events.session_ended(s, EndReason::Revoked, now);
-        }
-        Ok(ended)
+        self.to_the_end(async move {
+            let ended = store.revoke_user(&user, now).await?;
+            for s in &ended {
+                events.session_ended(s, EndReason::Revoked, now);
+            }
+            Ok(ended)
+        })
+        .await
     }
 
     pub async fn ready(&self) -> Result<(), ServiceError> {

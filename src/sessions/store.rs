@@ -93,6 +93,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// `memory` or `redis`, for metrics and logs.
     fn backend(&self) -> &'static str;
 
+    /// Whether every change completes within its future's first poll (an
+    /// in-process store): then dropping the caller cannot split a change
+    /// from its outcome, and the service need not detach it.
+    fn changes_finish_in_one_poll(&self) -> bool {
+        false
+    }
+
     /// Create under the cap, evicting or rejecting per `limits.on_limit`, and
     /// honouring the idempotency key — all in one atomic step.
     async fn create(&self, req: CreateRequest) -> Result<CreateOutcome, StoreError>;

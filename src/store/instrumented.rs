@@ -62,6 +62,10 @@ impl SessionStore for Instrumented {
         self.inner.backend()
     }
 
+    fn changes_finish_in_one_poll(&self) -> bool {
+        self.inner.changes_finish_in_one_poll()
+    }
+
     async fn create(&self, req: CreateRequest) -> Result<CreateOutcome, StoreError> {
         self.timed("create", self.inner.create(req)).await
     }

@@ -381,6 +381,11 @@ impl SessionStore for MemoryStore {
         "memory"
     }
 
+    /// Each operation takes one shard lock and never awaits.
+    fn changes_finish_in_one_poll(&self) -> bool {
+        true
+    }
+
     async fn create(&self, req: CreateRequest) -> Result<CreateOutcome, StoreError> {
         Ok(self.shard(&req.user_id).lock().create(req))
     }

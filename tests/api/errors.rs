@@ -199,19 +199,66 @@ async fn an_agent_slower_than_its_timeout_is_504() {
     );
 }
 
+/// A create whose body stops arriving after its first byte: the answer the
+/// server gives, head and body, read off a raw connection.
+async fn stalled_create(app: &TestApp, bearer: &str, extra_headers: &str) -> String {
+    let (addr, bearer, extra) = (app.addr, bearer.to_string(), extra_headers.to_string());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = format!(
+            "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\n{extra}\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&answer).to_string()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_request_over_the_timeout_is_408() {
+    let app = spawn_app_with("[server]\nrequest_timeout = \"100ms\"").await;
+    let answer = stalled_create(&app, &token("alice"), "").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"REQUEST_TIMEOUT\""), "{answer}");
+}
+
+#[tokio::test]
+async fn an_agent_call_ends_before_the_request_deadline_so_it_is_a_504() {
+    // agent.timeout (30 s) is longer than the request's 100 ms: the call is
+    // bounded by nine tenths of the request's, so the answer is the agent's
+    // 504, counted as an agent timeout, not the request's 408.
     let app =
         spawn_app_with("[server]\nrequest_timeout = \"100ms\"\n[agent]\necho_latency = \"400ms\"").await;
     let alice = token("alice");
     let s = app.create_ok(&alice, "general").await;
     let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
-    assert_problem(
+    let body = assert_problem(
         app.post(&alice, &q, json!({"input": "hi"})).await,
-        StatusCode::REQUEST_TIMEOUT,
-        "REQUEST_TIMEOUT",
+        StatusCode::GATEWAY_TIMEOUT,
+        "UPSTREAM_TIMEOUT",
     )
     .await;
+    assert_eq!(body["detail"], "the agent did not answer within 90 ms");
+    assert_eq!(
+        app.metric(r#"sessiongate_agent_query_duration_seconds_count{tool_set="general",outcome="timeout"}"#)
+            .await,
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -219,25 +266,15 @@ async fn with_cors_on_a_408_still_carries_the_cors_headers() {
     // A browser can only read an answer that carries them: the timeout must
     // run inside the CORS layer, not around it.
     let app = spawn_app_with(
-        "[server]\nrequest_timeout = \"100ms\"\ncors_allowed_origins = [\"https://app.example.com\"]\n\
-         [agent]\necho_latency = \"400ms\"",
+        "[server]\nrequest_timeout = \"100ms\"\ncors_allowed_origins = [\"https://app.example.com\"]",
     )
     .await;
-    let alice = token("alice");
-    let s = app.create_ok(&alice, "general").await;
-    let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
-    let r = app
-        .client
-        .post(app.url(&q))
-        .bearer_auth(&alice)
-        .header("origin", "https://app.example.com")
-        .json(&json!({"input": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
-    assert!(r.headers().contains_key("x-request-id"));
-    assert_problem(r, StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT").await;
+    let answer = stalled_create(&app, &token("alice"), "Origin: https://app.example.com\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let head = answer.to_ascii_lowercase();
+    assert!(head.contains("access-control-allow-origin: https://app.example.com"), "{answer}");
+    assert!(head.contains("x-request-id: "), "{answer}");
+    assert!(answer.contains("\"code\":\"REQUEST_TIMEOUT\""), "{answer}");
 }
 
 #[tokio::test]

@@ -495,3 +495,36 @@ async fn a_tool_set_no_longer_configured_is_gauged_until_its_last_session_ends()
         after.metric(gauge).await
     );
 }
+
+#[tokio::test]
+async fn a_change_whose_client_stopped_waiting_is_still_counted() {
+    // The DELETE reaches Redis, but its client gives up before the reply: the
+    // session is gone all the same, and its end must be counted (the reaper
+    // will never see it).
+    let redis = RedisServer::start();
+    let app = spawn_app_with(&format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\ncommand_timeout = \"5s\"",
+        redis.url()
+    ))
+    .await;
+    let alice = token("alice");
+    let s = app.create_ok(&alice, "general").await;
+    let path = format!("/v1/sessions/{}", s["id"].as_str().unwrap());
+    redis.pause();
+    let abandoned = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&alice)
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(abandoned.unwrap_err().is_timeout());
+    redis.resume();
+    let ended = r#"sessiongate_sessions_ended_total{reason="deleted"}"#;
+    assert!(
+        eventually(Duration::from_secs(5), || async { app.metric(ended).await == Some(1.0) }).await,
+        "ended: {:?}",
+        app.metric(ended).await
+    );
+    assert_eq!(app.get(&alice, &path).await.status(), StatusCode::NOT_FOUND);
+}
