@@ -216,7 +216,7 @@ fn envelope(
         http.route = matched,
         url.path = req.uri().path(),
         url.scheme = "http",
-        network.protocol.version = ?req.version(),
+        network.protocol.version = protocol_version(req.version()),
         user_agent.original = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
         http.response.status_code = field::Empty,
         error.type = field::Empty,
@@ -326,6 +326,20 @@ async fn respond(
         );
     }
     Ok(response)
+}
+
+/// `network.protocol.version` as OpenTelemetry's semantic conventions spell
+/// it: `1.1`, not `HTTP/1.1`.
+fn protocol_version(v: axum::http::Version) -> &'static str {
+    use axum::http::Version;
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "unknown",
+    }
 }
 
 /// A request between its start and its answer: its share of the in-flight

@@ -24,9 +24,13 @@ pub struct MetricDef {
 }
 
 /// OpenTelemetry's recommended `http.server.request.duration` buckets, with
-/// 0.5, 1 and 2.5 ms added at the low end: this service answers in well under 5 ms.
-pub const HTTP_DURATION_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// 0.5, 1, 2 and 2.5 ms added at the low end: this service answers in well
+/// under 5 ms, and DESIGN.md's latency target (p99 under 2 ms) needs a bound
+/// at 2 ms to be read off the histogram.
+pub const HTTP_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+    10.0,
+];
 /// From a second to a day: sessions idle out in minutes and live at most hours.
 pub const LIFETIME_BUCKETS: &[f64] =
     &[1.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0];

@@ -253,6 +253,7 @@ async fn spans_reach_an_otlp_grpc_receiver_with_the_callers_trace_continued() {
     assert_eq!(server.str_attr("http.route").as_deref(), Some("/v1/sessions"));
     assert_eq!(server.str_attr("url.path").as_deref(), Some("/v1/sessions"));
     assert_eq!(server.str_attr("url.scheme").as_deref(), Some("http"));
+    assert_eq!(server.str_attr("network.protocol.version").as_deref(), Some("1.1"));
     assert_eq!(server.int_attr("http.response.status_code"), Some(201), "an integer attribute");
     assert!(!server.is_error());
     // Its direct children: the rate-limit check and the store's create.
