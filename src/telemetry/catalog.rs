@@ -255,8 +255,10 @@ pub mod values {
     pub const RATELIMIT_DECISIONS: [&str; 3] = ["allowed", "limited", "shadow_limited"];
     /// The `policy` label of the per-IP layer (it reports only `limited`).
     pub const PER_IP_POLICY: &str = "per_ip";
-    pub const STORE_OPERATIONS: [&str; 9] =
-        ["create", "get", "list", "touch", "delete", "revoke", "reap", "stats", "ping"];
+    /// The session store's operations, and the Redis rate limiter's
+    /// (`ratelimit`: its window check and concurrency slots).
+    pub const STORE_OPERATIONS: [&str; 10] =
+        ["create", "get", "list", "touch", "delete", "revoke", "reap", "stats", "ping", "ratelimit"];
     pub const CONFIG_SOURCES: [&str; 3] = ["api", "replica", "startup"];
     pub const JWKS_OUTCOMES: [&str; 2] = ["ok", "error"];
     pub const AGENT_OUTCOMES: [&str; 3] = ["ok", "error", "timeout"];

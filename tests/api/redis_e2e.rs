@@ -191,6 +191,9 @@ async fn the_rate_limiter_fails_open_or_closed_as_configured() {
         let r = app.get(&alice, "/v1/tool-sets").await;
         assert_eq!(r.status(), StatusCode::OK);
         assert!(r.headers().contains_key("ratelimit"));
+        let measured =
+            r#"sessiongate_store_operation_duration_seconds_count{backend="redis",operation="ratelimit"}"#;
+        assert_eq!(app.metric(measured).await, Some(1.0), "the limiter's call is measured");
         redis.kill();
         // /v1/tool-sets needs no session store: only the limiter touches Redis.
         let r = app.get(&alice, "/v1/tool-sets").await;
@@ -202,6 +205,8 @@ async fn the_rate_limiter_fails_open_or_closed_as_configured() {
             assert!(!r.headers().contains_key("ratelimit-policy"));
         }
         assert_eq!(app.metric(r#"sessiongate_ratelimit_store_errors_total{policy="p"}"#).await, Some(1.0));
+        let failed = r#"sessiongate_store_errors_total{backend="redis",operation="ratelimit"}"#;
+        assert_eq!(app.metric(failed).await, Some(1.0));
     }
 }
 

@@ -117,6 +117,11 @@ impl Redis {
         &self.prefix
     }
 
+    /// Where a user of this connection reports its own operations.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
     async fn conn(&self) -> Result<Conn, RedisFailure> {
         if let Some(m) = &self.single {
             return Ok(Conn::Single(m.clone()));
