@@ -313,8 +313,9 @@ impl Shard {
         Some(Touched { session, previous_tool_set })
     }
 
+    /// (No `at` here, as in Redis: what it removes is gone, so no later
+    /// change can revive it.)
     fn reap(&mut self, now: Millis, max: usize, out: &mut Vec<Session>) {
-        let now = self.at(now);
         while out.len() < max {
             match self.expiry.first() {
                 Some(&(at, id)) if at <= now => {
