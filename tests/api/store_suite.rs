@@ -429,3 +429,21 @@ store_suite!(redis, || async {
     let store = redis_store_from(redis_config(vec![server.url()], "suite"));
     (store, Box::new(server) as Box<dyn std::any::Any + Send>)
 });
+
+/// Redis only (one process has one clock): a replica whose clock is far ahead
+/// must not drag its group's time, and every session of the group to an early
+/// expiry, along with it. A lead of a few milliseconds is reordering and is
+/// followed (`a_change_never_runs_before_one_already_made`); one of a day is
+/// a wrong clock and is not.
+#[tokio::test]
+async fn a_replica_clock_far_ahead_does_not_expire_the_groups_sessions() {
+    let server = crate::redis_server::RedisServer::start();
+    let store = redis_store_from(redis_config(vec![server.url()], "skew"));
+    let l = limits(2, OnLimit::Reject);
+    let (a, _) = created(&*store, req("alice", "general", NOW, l)).await;
+    // A change in alice's group from a replica a day ahead.
+    assert_eq!(store.delete("alice", Uuid::now_v7(), NOW + 86_400_000).await.unwrap(), None);
+    let t = store.touch("alice", a.id, Activity::Heartbeat, NOW + 1_000, &l).await.unwrap();
+    assert_eq!(t.map(|t| t.session.expires_at), Some(NOW + 61_000), "the session is still live");
+    assert_eq!(store.list("alice", NOW + 1_000).await.unwrap().len(), 1);
+}

@@ -19,10 +19,17 @@ local function skey(p, id) return p .. 's:' .. id end
 -- replica's clock), and a session one change has seen expire must stay
 -- expired for every later one: a heartbeat read just before its expiry but
 -- run after a create that no longer counted it would revive it over the cap.
--- A read (`write` false) sees the same time without moving it.
+-- A read (`write` false) sees the same time without moving it. Only a lead
+-- of up to CLOCK_SLACK ms is taken as reordering: a replica whose clock runs
+-- further ahead is wrong, and must not drag the group's time (and every
+-- session's expiry) along with it.
+local CLOCK_SLACK = 5000
 local function clock(p, now, write)
   local seen = tonumber(redis.call('GET', p .. 'now'))
-  if seen and seen >= now then return seen end
+  if seen and seen >= now then
+    if seen - now <= CLOCK_SLACK then return seen end
+    return now
+  end
   if write then redis.call('SET', p .. 'now', now) end
   return now
 end
