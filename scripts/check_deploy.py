@@ -946,16 +946,17 @@ def compose_effective_env(ctx: Ctx, service: dict, problems: list[str], where: s
     return env
 
 
-def network_subnets(ctx: Ctx, service: dict) -> list:
+def network_subnets(ctx: Ctx, service: dict, key: str = "subnet") -> list:
+    """The `subnet`s (or `ip_range`s) of the networks a compose service is on."""
     nets = service.get("networks") or ["default"]
     names = list(nets) if isinstance(nets, (list, dict)) else []
     out = []
     top = ctx.compose().get("networks") or {}
     for n in names:
         for cfg in ((top.get(n) or {}).get("ipam") or {}).get("config") or []:
-            if cfg.get("subnet"):
+            if cfg.get(key):
                 p: list[str] = []
-                out.append(ipaddress.ip_network(interpolate(cfg["subnet"], p, n)))
+                out.append(ipaddress.ip_network(interpolate(cfg[key], p, n)))
     return out
 
 
@@ -967,10 +968,11 @@ def check_compose_sessiongate(ctx: Ctx):
     problems = []
     collectors = {n for n, s in services.items() if "opentelemetry-collector" in str(s.get("image", ""))}
     # The balancer's fixed addresses, and the networks they are on.
-    lb_addresses, lb_subnets = [], []
+    lb_addresses, lb_subnets, lb_dynamic = [], [], []
     for n, s in services.items():
         if "nginx" in str(s.get("image", "")):
             lb_subnets += network_subnets(ctx, s)
+            lb_dynamic += network_subnets(ctx, s, "ip_range")
             nets = s.get("networks")
             for net in (nets.values() if isinstance(nets, dict) else []):
                 for key in ("ipv4_address", "ipv6_address"):
@@ -1009,6 +1011,12 @@ def check_compose_sessiongate(ctx: Ctx):
                 problems.append(f"{name}: the balancer's address {a} is not within trusted_proxies {trusted}")
             if not any(a in sub for sub in lb_subnets):
                 problems.append(f"{name}: the balancer's address {a} is not in its network {lb_subnets}")
+            # Docker gives the other containers addresses from ip_range (or
+            # the whole subnet): the balancer's must lie outside it, or one
+            # of them may take it first and the balancer cannot start.
+            if not lb_dynamic or any(a in r for r in lb_dynamic):
+                problems.append(f"{name}: the balancer's address {a} is not kept out of the network's "
+                                f"dynamic ip_range {lb_dynamic or '(none: the whole subnet)'}")
         # Requests to a published port reach the balancer from the network's
         # gateway (its first address): believing it would let a client from
         # the host choose its own key.

@@ -100,15 +100,11 @@ impl Application {
         );
         let service = Arc::new(SessionService::new(ServiceParts {
             store,
-            agent: agent::build(&crate::config::AgentConfig {
-                timeout: config.agent_call_timeout(),
-                ..config.agent.clone()
-            })
-            .context("agent")?,
+            agent: agent::build(&config.agent).context("agent")?,
             clock,
             tool_sets,
             limits: Limits::from(&config.sessions),
-            agent_timeout: config.agent_call_timeout(),
+            agent_timeout: config.agent.timeout,
             events: events.clone(),
         }));
         let (auth, jwks) =

@@ -459,16 +459,6 @@ impl Config {
         Self::finish(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
     }
 
-    /// The agent call's bound: `agent.timeout`, but never past nine tenths
-    /// of `server.request_timeout` (both default to 30 s). The call starts
-    /// after the request did, so with equal bounds the request's deadline
-    /// always fired first: a hung agent was a `408` with no agent timeout
-    /// counted, invisible to the 5xx alerts. Bounded here, it is a `504
-    /// UPSTREAM_TIMEOUT`, counted with `outcome="timeout"`.
-    pub fn agent_call_timeout(&self) -> Duration {
-        self.agent.timeout.min(self.server.request_timeout * 9 / 10)
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         let mut check = |ok: bool, msg: &str| {

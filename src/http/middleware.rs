@@ -222,6 +222,7 @@ fn envelope(
         error.type = field::Empty,
     );
     let context = RequestContext::for_request(request_id, req.headers(), &span);
+    context.deadline.set(Some(deadline(started, app.state.request_timeout)));
     // Only a request with a body needs the limit (it is one more extension,
     // boxed, per request).
     if !axum::body::HttpBody::is_end_stream(req.body()) {

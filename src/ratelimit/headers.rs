@@ -73,13 +73,13 @@ impl Report {
         });
     }
 
-    /// Whole seconds until every blocking policy admits, rounded up: never
-    /// early, at least 1.
     /// Nothing to report: every policy's store failed (and failures admit).
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
+    /// Whole seconds until every blocking policy admits, rounded up: never
+    /// early, at least 1.
     pub fn retry_after_secs(&self) -> u64 {
         let ms = self.items.iter().filter(|i| i.blocking).map(|i| i.retry_after_ms).max().unwrap_or(0);
         (ms.max(1) as u64).div_ceil(1000)

@@ -13,6 +13,20 @@ pub fn expires_at(created_at: Millis, last_active_at: Millis, limits: &Limits) -
     (last_active_at.saturating_add(limits.idle_ttl_ms)).min(created_at.saturating_add(limits.max_lifetime_ms))
 }
 
+/// How far a store's time may run ahead of a caller's clock and still be
+/// taken as reordering (changes arriving in another order than their callers
+/// read their clocks). A store time further ahead is a wrong clock (stepped
+/// back by NTP, a replica's running fast): the caller's own is used, and the
+/// store's time is reset to it, so one bad clock cannot drag every session's
+/// expiry along. The Redis scripts hold the same number (`CLOCK_SLACK`).
+pub const CLOCK_SLACK_MS: Millis = 5_000;
+
+/// The time a change runs at, given the latest time a change of the same
+/// shard or group has run at: see [`CLOCK_SLACK_MS`].
+pub fn change_time(latest: Millis, now: Millis) -> Millis {
+    if latest.saturating_sub(now) > CLOCK_SLACK_MS { now } else { latest.max(now) }
+}
+
 /// A session is live strictly before its expiry instant.
 pub fn is_live(expires_at: Millis, now: Millis) -> bool {
     expires_at > now

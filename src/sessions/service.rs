@@ -271,10 +271,11 @@ impl SessionService {
             sessiongate.tool_set = &*session.tool_set,
             sessiongate.turn = i64::from(session.conversation_turns),
         );
-        let call = tokio::time::timeout(self.agent_timeout, self.agent.run(request));
+        let bound = self.agent_bound(started);
+        let call = tokio::time::timeout(bound, self.agent.run(request));
         let result = match call.instrument(span.clone()).await {
             Ok(r) => r,
-            Err(_) => Err(AgentError::Timeout(self.agent_timeout)),
+            Err(_) => Err(AgentError::Timeout(bound)),
         };
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
@@ -292,6 +293,24 @@ impl SessionService {
             }),
             Err(AgentError::Timeout(d)) => Err(ServiceError::AgentTimeout(d)),
             Err(AgentError::Upstream(msg)) => Err(ServiceError::Agent(msg)),
+        }
+    }
+
+    /// The agent call's bound: `agent.timeout`, and never past the request's
+    /// own deadline, less a twentieth of what is left (at least 10 ms) to
+    /// answer in. The call starts after the request did, so with equal
+    /// timeouts (both default to 30 s) the request's would always fire
+    /// first: a hung agent would be a `408` with no agent timeout counted,
+    /// unseen by the 5xx alerts. Bounded so, it is this query's `504`.
+    fn agent_bound(&self, now: Instant) -> Duration {
+        let deadline = RequestContext::with_current(|c| c.and_then(|c| c.deadline.get()));
+        match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(now);
+                let margin = (left / 20).max(Duration::from_millis(10));
+                self.agent_timeout.min(left.saturating_sub(margin))
+            }
+            None => self.agent_timeout,
         }
     }
 

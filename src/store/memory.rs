@@ -112,15 +112,16 @@ struct Shard {
 }
 
 impl Shard {
-    /// The time a change runs at: never before one already made here.
+    /// The time a change runs at: never before one already made here
+    /// (within `lifecycle::CLOCK_SLACK_MS`; past it, the caller's).
     fn at(&mut self, now: Millis) -> Millis {
-        self.clock = self.clock.max(now);
+        self.clock = lifecycle::change_time(self.clock, now);
         self.clock
     }
 
     /// The time a read sees: what the changes made so far have seen.
     fn seen(&self, now: Millis) -> Millis {
-        self.clock.max(now)
+        lifecycle::change_time(self.clock, now)
     }
 
     fn user_arc(&mut self, user: &str) -> Arc<str> {

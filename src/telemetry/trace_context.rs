@@ -52,6 +52,9 @@ pub struct RequestContext {
     /// Who called, once authentication has said (`user`, `api_key`), for the
     /// access log; `none` until then.
     pub principal: Cell<&'static str>,
+    /// When the request's own timeout answers `408`, once the envelope has
+    /// said: work inside the request (the agent call) ends before it.
+    pub deadline: Cell<Option<std::time::Instant>>,
 }
 
 tokio::task_local! {
@@ -76,6 +79,7 @@ impl RequestContext {
                     sampled: sc.is_sampled(),
                     tracestate: None,
                     principal: Cell::new("none"),
+                    deadline: Cell::new(None),
                 };
             }
         }
@@ -90,6 +94,7 @@ impl RequestContext {
             sampled,
             tracestate,
             principal: Cell::new("none"),
+            deadline: Cell::new(None),
         }
     }
 

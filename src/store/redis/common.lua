@@ -20,17 +20,16 @@ local function skey(p, id) return p .. 's:' .. id end
 -- expired for every later one: a heartbeat read just before its expiry but
 -- run after a create that no longer counted it would revive it over the cap.
 -- A read (`write` false) sees the same time without moving it. Only a lead
--- of up to CLOCK_SLACK ms is taken as reordering: a replica whose clock runs
--- further ahead is wrong, and must not drag the group's time (and every
--- session's expiry) along with it.
+-- of up to CLOCK_SLACK ms is taken as reordering: a group time further ahead
+-- comes from a wrong clock (a replica running fast), which must not drag the
+-- group's time (and every session's expiry) along with it; a change then
+-- runs at its own time and resets the group's. (sessions::lifecycle's
+-- CLOCK_SLACK_MS is the same number, and change_time the same rule.)
 local CLOCK_SLACK = 5000
 local function clock(p, now, write)
   local seen = tonumber(redis.call('GET', p .. 'now'))
-  if seen and seen >= now then
-    if seen - now <= CLOCK_SLACK then return seen end
-    return now
-  end
-  if write then redis.call('SET', p .. 'now', now) end
+  if seen and seen >= now and seen - now <= CLOCK_SLACK then return seen end
+  if write and seen ~= now then redis.call('SET', p .. 'now', now) end
   return now
 end
 local function ukey(p, user) return p .. 'u:' .. user end

@@ -421,6 +421,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_scripts_clock_slack_is_the_lifecycles() {
+        let slack = format!("local CLOCK_SLACK = {}\n", crate::sessions::lifecycle::CLOCK_SLACK_MS);
+        assert!(include_str!("common.lua").contains(&slack), "common.lua must say {slack:?}");
+    }
+
+    #[test]
     fn the_oldest_redis_version_of_an_info_reply() {
         let info = |v: &str| {
             Value::BulkString(
