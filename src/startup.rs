@@ -273,13 +273,17 @@ impl Application {
         if let Some(m) = metrics_server {
             m.abort();
         }
-        match served {
-            Some(r) => r.context("server task")?,
+        let served = match served {
+            Some(r) => r.context("server task"),
             None => {
                 tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight");
                 server.abort();
+                Ok(())
             }
-        }
+        };
+        // Store changes whose clients went away: each within a store call's bound.
+        state.service.finish_changes(config.store.command_timeout * 2).await;
+        served?;
         tracing::info!(event = "stopped", "stopped");
         Ok(())
     }

@@ -69,6 +69,9 @@ pub struct SessionService {
     limits: RwLock<Limits>,
     agent_timeout: Duration,
     events: Arc<Events>,
+    /// The store changes running detached (`to_the_end`), which shutdown
+    /// waits for.
+    changes: tokio_util::task::TaskTracker,
 }
 
 pub struct ServiceParts {
@@ -91,6 +94,7 @@ impl SessionService {
             limits: RwLock::new(parts.limits),
             agent_timeout: parts.agent_timeout,
             events: parts.events,
+            changes: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -133,8 +137,8 @@ impl SessionService {
         }
         let change = change.instrument(tracing::Span::current());
         let task = match RequestContext::with_current(|c| c.cloned()) {
-            Some(context) => tokio::spawn(context.scope(change)),
-            None => tokio::spawn(change),
+            Some(context) => self.changes.spawn(context.scope(change)),
+            None => self.changes.spawn(change),
         };
         match task.await {
             Ok(result) => result,
@@ -337,6 +341,19 @@ impl SessionService {
             Ok(ended)
         })
         .await
+    }
+
+    /// At shutdown, once no request is left: wait up to `within` for the
+    /// store changes whose clients went away, so their events are counted
+    /// before the process ends.
+    pub async fn finish_changes(&self, within: Duration) {
+        self.changes.close();
+        if tokio::time::timeout(within, self.changes.wait()).await.is_err() {
+            tracing::warn!(
+                left = self.changes.len(),
+                "store changes still running at shutdown; their events are lost"
+            );
+        }
     }
 
     pub async fn ready(&self) -> Result<(), ServiceError> {
