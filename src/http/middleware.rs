@@ -222,13 +222,16 @@ fn envelope(
         error.type = field::Empty,
     );
     let context = RequestContext::for_request(request_id, req.headers(), &span);
-    context.deadline.set(Some(deadline(started, app.state.request_timeout)));
+    // The request's deadline, from its start: the guard's, and the context's
+    // for the work inside that must end before it (the agent call).
+    let ends = deadline(started, app.state.request_timeout);
+    context.deadline.set(Some(ends));
     // Only a request with a body needs the limit (it is one more extension,
     // boxed, per request).
     if !axum::body::HttpBody::is_end_stream(req.body()) {
         axum::extract::DefaultBodyLimit::max(app.state.max_body_bytes).apply(&mut req);
     }
-    let request = Started { started, method, found, trace_id: context.trace_id, span };
+    let request = Started { started, deadline: ends, method, found, trace_id: context.trace_id, span };
     let request_id = context.request_id.clone();
     context.scope(respond(app, req, request, request_id))
 }
@@ -253,6 +256,7 @@ fn through_cors(
 /// What the envelope settled before the request ran.
 struct Started {
     started: Instant,
+    deadline: Instant,
     method: &'static str,
     found: Option<RouteInfo>,
     trace_id: TraceId,
@@ -265,18 +269,15 @@ async fn respond(
     request: Started,
     request_id: Arc<str>,
 ) -> Result<Response<Body>, Infallible> {
-    let Started { started, method, found, trace_id, span } = request;
+    let Started { started, deadline, method, found, trace_id, span } = request;
     let state = &app.state;
     let route = found.map_or(values::UNMATCHED_ROUTE, |r| r.template);
     let metrics = &state.metrics;
     let in_flight = InFlight::start(metrics, method, route, started);
     let mut response = match &app.inner {
-        // The deadline from the request's start: no second clock read.
         // Boxed: the guard's wrappers each move what they wrap.
         Inner::Direct(router) => {
-            guarded(Box::pin(gated(state, found, req, router)), deadline(started, state.request_timeout))
-                .instrument(span.clone())
-                .await
+            guarded(Box::pin(gated(state, found, req, router)), deadline).instrument(span.clone()).await
         }
         Inner::Cors(stack) => through_cors(stack, found, req).instrument(span.clone()).await,
     };

@@ -216,8 +216,8 @@ impl SessionService {
         self.store.get(user, id, self.now()).await?.ok_or(ServiceError::NotFound)
     }
 
-    pub async fn heartbeat(&self, user: &str, id: SessionId) -> Result<Session, ServiceError> {
-        let (store, events, user) = (self.store.clone(), self.events.clone(), Arc::<str>::from(user));
+    pub async fn heartbeat(&self, user: &Arc<str>, id: SessionId) -> Result<Session, ServiceError> {
+        let (store, events, user) = (self.store.clone(), self.events.clone(), user.clone());
         let (now, limits) = (self.now(), self.limits());
         self.to_the_end(async move {
             let touched = store
@@ -230,9 +230,14 @@ impl SessionService {
         .await
     }
 
-    pub async fn migrate(&self, user: &str, id: SessionId, tool_set: &str) -> Result<Session, ServiceError> {
+    pub async fn migrate(
+        &self,
+        user: &Arc<str>,
+        id: SessionId,
+        tool_set: &str,
+    ) -> Result<Session, ServiceError> {
         let tool_set = self.tool_set(tool_set)?;
-        let (store, events, user) = (self.store.clone(), self.events.clone(), Arc::<str>::from(user));
+        let (store, events, user) = (self.store.clone(), self.events.clone(), user.clone());
         let (now, limits) = (self.now(), self.limits());
         self.to_the_end(async move {
             let touched = store
@@ -318,8 +323,8 @@ impl SessionService {
         }
     }
 
-    pub async fn delete(&self, user: &str, id: SessionId) -> Result<(), ServiceError> {
-        let (store, events, user) = (self.store.clone(), self.events.clone(), Arc::<str>::from(user));
+    pub async fn delete(&self, user: &Arc<str>, id: SessionId) -> Result<(), ServiceError> {
+        let (store, events, user) = (self.store.clone(), self.events.clone(), user.clone());
         let now = self.now();
         self.to_the_end(async move {
             let session = store.delete(&user, id, now).await?.ok_or(ServiceError::NotFound)?;

@@ -130,25 +130,14 @@ async fn a_body_over_the_limit_is_413() {
     assert_problem(r, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
 
     // A chunked body announces no length: the limit holds all the same.
-    let (addr, bearer) = (app.addr, alice.clone());
-    let head = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-        let body = format!("{{\"input\":\"{}\"}}", "x".repeat(2000));
-        let request = format!(
-            "POST {q} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\n\
-             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
-             {:x}\r\n{body}\r\n0\r\n\r\n",
-            body.len()
-        );
-        s.write_all(request.as_bytes()).unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = s.read(&mut answer).unwrap();
-        String::from_utf8_lossy(&answer[..n]).to_string()
-    })
-    .await
-    .unwrap();
+    let body = format!("{{\"input\":\"{}\"}}", "x".repeat(2000));
+    let request = format!(
+        "POST {q} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let head = raw_exchange(app.addr, request).await;
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
 
@@ -202,31 +191,11 @@ async fn an_agent_slower_than_its_timeout_is_504() {
 /// A create whose body stops arriving after its first byte: the answer the
 /// server gives, head and body, read off a raw connection.
 async fn stalled_create(app: &TestApp, bearer: &str, extra_headers: &str) -> String {
-    let (addr, bearer, extra) = (app.addr, bearer.to_string(), extra_headers.to_string());
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let request = format!(
-            "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\n{extra}\
-             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
-        );
-        s.write_all(request.as_bytes()).unwrap();
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&answer).to_string()
-    })
-    .await
-    .unwrap()
+    let request = format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\n{extra_headers}\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    raw_exchange(app.addr, request).await
 }
 
 #[tokio::test]

@@ -234,3 +234,40 @@ pub async fn assert_problem(r: Response, status: StatusCode, code: &str) -> Valu
     assert_eq!(body["request_id"].as_str(), request_id.as_deref(), "request_id matches header");
     body
 }
+
+/// Send `request`, bytes as given, on a new connection to `addr`, and read
+/// the answer: its head and as much of its body as its `Content-Length` says
+/// (or until the server closes, or 5 s pass). For what reqwest will not send:
+/// chunked bodies, bodies that stop arriving.
+pub async fn raw_exchange(addr: SocketAddr, request: String) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if answer.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&answer).to_string()
+    })
+    .await
+    .unwrap()
+}
