@@ -12,6 +12,13 @@ pub type Millis = i64;
 
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> Millis;
+
+    /// Whether this clock reads the real time, so that another real clock (a
+    /// shared store's) may bound it. A test's clock is not: it may be set
+    /// anywhere.
+    fn is_wall(&self) -> bool {
+        false
+    }
 }
 
 /// The wall clock.
@@ -24,6 +31,10 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as Millis)
             .unwrap_or(0)
+    }
+
+    fn is_wall(&self) -> bool {
+        true
     }
 }
 

@@ -76,7 +76,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(Events::new(metrics.clone()));
         let store::Built { store, redis, overrides } =
-            store::build(&config.store, events.clone()).context("store")?;
+            store::build(&config.store, events.clone(), clock.is_wall()).context("store")?;
         let tool_sets = ToolSets::from_config(&config.tool_sets);
         events.initialise(&tool_sets.names(), store.backend());
         let names: Vec<String> = tool_sets.names().iter().map(|n| n.to_string()).collect();
@@ -191,6 +191,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Application { listener, metrics_listener, state, config, jwks, .. } = self;
         let stop = CancellationToken::new();
+        // The grace is over: what is still in flight is dropped (a 499 each).
+        let abort = CancellationToken::new();
         let background = CancellationToken::new();
 
         let reaper = tokio::spawn(
@@ -231,11 +233,12 @@ impl Application {
         let header_timeout = config.server.header_read_timeout;
         let metrics_server = metrics_listener.map(|l| {
             let app = http::metrics_router(state.clone());
-            tokio::spawn(http::serve::serve(l, app, stop.clone(), header_timeout))
+            tokio::spawn(http::serve::serve(l, app, stop.clone(), abort.clone(), header_timeout))
         });
 
         let app = http::router(state.clone(), &config.server, metrics_server.is_none());
-        let server = tokio::spawn(http::serve::serve(listener, app, stop.clone(), header_timeout));
+        let server =
+            tokio::spawn(http::serve::serve(listener, app, stop.clone(), abort.clone(), header_timeout));
 
         let draining = state.draining.clone();
         let stop_on_signal = stop.clone();
@@ -258,10 +261,17 @@ impl Application {
 
         let grace = config.server.shutdown_grace;
         let mut server = server;
-        let served = tokio::select! {
+        let mut served = tokio::select! {
             r = &mut server => Some(r),
             _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => None,
         };
+        if served.is_none() {
+            tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight; dropping them");
+            // Each is dropped in its connection's task, counted and logged as
+            // a 499 while metrics and logs still run; then the server returns.
+            abort.cancel();
+            served = tokio::time::timeout(Duration::from_secs(1), &mut server).await.ok();
+        }
         background.cancel();
         let _ = tokio::join!(reaper, upkeep, limiter_sweeper, config_watcher);
         if let Some(s) = per_ip_sweeper {
@@ -276,7 +286,6 @@ impl Application {
         let served = match served {
             Some(r) => r.context("server task"),
             None => {
-                tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight");
                 server.abort();
                 Ok(())
             }

@@ -16,7 +16,10 @@
 //! shutdown: when `stop` is cancelled the listener closes, connections
 //! without a request in flight close (idle, or not yet past a first head),
 //! the in-flight requests finish, and `serve` returns once every connection
-//! has ended. Knows nothing of routes: it serves any service.
+//! has ended. When `abort` is cancelled too (the shutdown grace is over), the
+//! connections still open are dropped with their requests, here and now,
+//! while the process can still count and log each (as a 499), not later with
+//! the runtime. Knows nothing of routes: it serves any service.
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -30,8 +33,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub async fn serve<S>(listener: TcpListener, app: S, stop: CancellationToken, header_read_timeout: Duration)
-where
+pub async fn serve<S>(
+    listener: TcpListener,
+    app: S,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    header_read_timeout: Duration,
+) where
     S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
         + Clone
         + Send
@@ -61,28 +69,38 @@ where
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
-        let (stop, connection, timer) = (stop.clone(), connection.clone(), deadlines.connection());
+        let (stop, abort, connection, timer) =
+            (stop.clone(), abort.clone(), connection.clone(), deadlines.connection());
         let head = timer.watch();
         tokio::spawn(async move {
-            let conn = http1::Builder::new()
-                .timer(timer)
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => {
-                    // hyper closes an idle kept-alive connection at once
-                    // and finishes a request in flight first; but a
-                    // connection still waiting for its first request (sent
-                    // nothing, or half a head) it would keep up to
-                    // `header_read_timeout`. Nothing is owed there: closed now.
-                    if !head.awaiting_first_request() {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.as_mut().await;
+            // Owns the connection, and with it the request in flight: when
+            // `abort` wins, both are dropped before `connection` says so.
+            let served = async move {
+                let conn = http1::Builder::new()
+                    .timer(timer)
+                    .header_read_timeout(header_read_timeout)
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .with_upgrades();
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stop.cancelled() => {
+                        // hyper closes an idle kept-alive connection at once
+                        // and finishes a request in flight first; but a
+                        // connection still waiting for its first request (sent
+                        // nothing, or half a head) it would keep up to
+                        // `header_read_timeout`. Nothing is owed there: closed now.
+                        if !head.awaiting_first_request() {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.as_mut().await;
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = served => {}
+                // The grace is over: the request in flight is dropped here.
+                _ = abort.cancelled() => {}
             }
             drop(connection);
         });

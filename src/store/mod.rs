@@ -22,8 +22,9 @@ pub struct Built {
     pub overrides: Arc<dyn overrides::OverridesStore>,
 }
 
-/// The backend named by config.
-pub fn build(config: &StoreConfig, events: Arc<Events>) -> anyhow::Result<Built> {
+/// The backend named by config. `wall_clock`: the callers' times are real
+/// time readings, which a shared store may bound by its own clock.
+pub fn build(config: &StoreConfig, events: Arc<Events>, wall_clock: bool) -> anyhow::Result<Built> {
     match config.backend {
         StoreBackend::Memory => Ok(Built {
             store: Arc::new(instrumented::Instrumented::new(Arc::new(MemoryStore::new()), events)),
@@ -38,7 +39,7 @@ pub fn build(config: &StoreConfig, events: Arc<Events>) -> anyhow::Result<Built>
             let conn = Arc::new(redis::Redis::new(config, events.clone())?);
             Ok(Built {
                 store: Arc::new(instrumented::Instrumented::new(
-                    Arc::new(RedisStore::new(conn.clone())),
+                    Arc::new(RedisStore::new(conn.clone()).bounding_wall_clocks(wall_clock)),
                     events,
                 )),
                 overrides: Arc::new(overrides::InRedis::new(conn.clone())),

@@ -88,20 +88,24 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
 
 /// A server from a complete configuration, on the test clock.
 pub async fn spawn_config(config: Config) -> TestApp {
-    init_test_logging();
     let clock = ManualClock::new(T0);
-    let app = Application::build(
-        config,
-        BuildOptions { production: true, clock: Some(Arc::new(clock.clone()) as Arc<dyn Clock>) },
-    )
-    .await
-    .expect("app builds");
+    spawn_config_on(config, clock.clone(), Arc::new(clock)).await
+}
+
+/// A server on `clock`; `manual` becomes the `TestApp`'s `clock` (moving it
+/// moves the server's time only when `clock` reads it).
+pub async fn spawn_config_on(config: Config, manual: ManualClock, clock: Arc<dyn Clock>) -> TestApp {
+    init_test_logging();
+    let clock_field = manual;
+    let app = Application::build(config, BuildOptions { production: true, clock: Some(clock) })
+        .await
+        .expect("app builds");
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    TestApp { addr, client: client(), clock, shutdown: Some(tx), handle: Some(handle) }
+    TestApp { addr, client: client(), clock: clock_field, shutdown: Some(tx), handle: Some(handle) }
 }
 
 /// A plain HTTP client for talking to test servers.

@@ -533,3 +533,47 @@ async fn a_change_whose_client_stopped_waiting_is_still_counted() {
     );
     assert_eq!(app.get(&alice, &path).await.status(), StatusCode::NOT_FOUND);
 }
+
+/// A replica's wall clock a day fast, on the same Redis as one whose clock is
+/// right: its reaper and its stats are held to Redis's time, so the session
+/// the other made stays live. The same replica on a test's clock (not a wall
+/// clock, so not bounded) reaps it: what the bound prevents.
+#[tokio::test]
+async fn a_replica_whose_clock_runs_a_day_fast_reaps_nothing_live() {
+    use sessiongate::clock::{Clock, ManualClock, SystemClock};
+    struct DayFast;
+    impl Clock for DayFast {
+        fn now_ms(&self) -> i64 {
+            SystemClock.now_ms() + 86_400_000
+        }
+        fn is_wall(&self) -> bool {
+            true
+        }
+    }
+    let redis = RedisServer::start();
+    let config = |reaper: &str| {
+        test_config(&format!(
+            "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"skew\"\n\
+             [sessions]\nreaper_interval = \"{reaper}\"",
+            redis.url()
+        ))
+    };
+    let right = spawn_config_on(config("1h"), ManualClock::new(T0), std::sync::Arc::new(SystemClock)).await;
+    let alice = token("alice");
+    let id = right.create_ok(&alice, "general").await["id"].as_str().unwrap().to_string();
+
+    let fast = spawn_config_on(config("50ms"), ManualClock::new(T0), std::sync::Arc::new(DayFast)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fast.metric("sessiongate_sessions_expired_pending").await, Some(0.0));
+    assert_eq!(right.get(&alice, &format!("/v1/sessions/{id}")).await.status(), StatusCode::OK);
+    fast.stop().await.unwrap();
+
+    let day = ManualClock::new(SystemClock.now_ms() + 86_400_000);
+    let unbounded = spawn_config_on(config("50ms"), day.clone(), std::sync::Arc::new(day)).await;
+    let reaped = eventually(Duration::from_secs(5), || async {
+        right.get(&alice, &format!("/v1/sessions/{id}")).await.status() == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(reaped, "the control: an unbounded clock a day ahead reaps the live session");
+    unbounded.stop().await.unwrap();
+}

@@ -83,3 +83,37 @@ async fn connections_without_a_request_in_flight_do_not_delay_shutdown() {
         assert!(read.is_ok_and(|r| r.is_empty() || r.starts_with(b"HTTP/1.1 408")), "{what}: closed");
     }
 }
+
+/// A request still running when `shutdown_grace` is over is dropped then,
+/// and counted and logged as a 499 before the process ends, not lost with
+/// the runtime after its logs and metrics have stopped.
+#[tokio::test]
+async fn a_request_still_running_when_the_grace_ends_is_logged_as_499() {
+    let mut p = crate::process::SgProcess::start(&[
+        ("SESSIONGATE__AGENT__ECHO_LATENCY", "20s"),
+        ("SESSIONGATE__SERVER__SHUTDOWN_DELAY", "0s"),
+        ("SESSIONGATE__SERVER__SHUTDOWN_GRACE", "300ms"),
+    ]);
+    let (c, alice) = (client(), token("alice"));
+    let r = c.post(p.url("/v1/sessions")).bearer_auth(&alice).json(&json!({"tool_set": "general"})).send();
+    let s: serde_json::Value = r.await.unwrap().json().await.unwrap();
+    let q = c
+        .post(p.url(&format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap())))
+        .bearer_auth(&alice)
+        .json(&json!({"input": "slow"}))
+        .send();
+    let in_flight = tokio::spawn(q);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    p.sigterm();
+    assert!(in_flight.await.unwrap().is_err(), "the query was cut off, not answered");
+    p.wait_for_clean_exit(Duration::from_secs(10)).await;
+    assert!(signalled.elapsed() < Duration::from_secs(5), "the 20 s query was not waited for");
+    let logs = p.log_lines();
+    let cut = logs
+        .iter()
+        .find(|l| l["message"] == "request" && l["http.route"] == "/v1/sessions/{id}/queries")
+        .unwrap_or_else(|| panic!("no access line for the query: {logs:#?}"));
+    assert_eq!(cut["http.response.status_code"], 499);
+    assert!(logs.iter().any(|l| l["event"] == "stopped"), "a clean stop was logged");
+}

@@ -453,3 +453,42 @@ store_suite!(redis, || async {
     let store = redis_store_from(redis_config(vec![server.url()], "suite"));
     (store, Box::new(server) as Box<dyn std::any::Any + Send>)
 });
+
+/// A replica whose wall clock is a day off Redis's is held to within the
+/// clock slack of Redis's own time: ahead, it neither reaps nor stops counting
+/// the others' live sessions; behind, its heartbeat sets no expiry in the
+/// past. The same calls with a test's clock (not bounded) show what the bound
+/// prevents.
+#[tokio::test]
+async fn redis_holds_a_wrong_wall_clock_near_its_own() {
+    use sessiongate::clock::{Clock, SystemClock};
+    const DAY: i64 = 86_400_000;
+    let server = crate::redis_server::RedisServer::start();
+    let events =
+        Arc::new(sessiongate::telemetry::Events::new(Arc::new(sessiongate::telemetry::Metrics::new())));
+    let redis = Arc::new(
+        sessiongate::store::redis::Redis::new(&redis_config(vec![server.url()], "wall"), events).unwrap(),
+    );
+    let store = sessiongate::store::RedisStore::new(redis.clone()).bounding_wall_clocks(true);
+    let l = limits(2, OnLimit::Reject);
+    let now = SystemClock.now_ms();
+    let (a, _) = created(&store, req("alice", "general", now, l)).await;
+
+    // A day ahead: its sweep takes nothing, and its creates still count
+    // alice's live session against her cap of 2.
+    assert_eq!(store.reap(now + DAY, 100).await.unwrap(), vec![]);
+    assert_eq!(store.stats(now + DAY).await.unwrap().expired_pending, 0);
+    created(&store, req("alice", "general", now + DAY, l)).await;
+    match store.create(req("alice", "general", now + DAY, l)).await.unwrap() {
+        CreateOutcome::LimitReached { live, .. } => assert_eq!(live.len(), 2),
+        other => panic!("a third session over a cap of 2: {other:?}"),
+    }
+    // A day behind: the heartbeat lands within the slack of Redis's time.
+    let t = store.touch("alice", a.id, Activity::Heartbeat, now - DAY, &l).await.unwrap().unwrap();
+    assert!(t.session.expires_at >= now - 5_000 + 60_000, "{:?}", t.session);
+    assert_eq!(store.list("alice", now).await.unwrap().len(), 2);
+
+    // Unbounded (a test's clock, set anywhere), the day-ahead sweep takes both.
+    let unbounded = sessiongate::store::RedisStore::new(redis);
+    assert_eq!(unbounded.reap(now + DAY, 100).await.unwrap().len(), 2);
+}

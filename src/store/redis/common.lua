@@ -26,7 +26,24 @@ local function skey(p, id) return p .. 's:' .. id end
 -- runs at its own time and resets the group's. (sessions::lifecycle's
 -- CLOCK_SLACK_MS is the same number, and change_time the same rule.)
 local CLOCK_SLACK = 5000
+
+-- A caller's time, bounded by Redis's own when it is a wall clock's (the
+-- last ARGV is 'w'; a test's clock, which may be set anywhere, is not). A
+-- replica whose clock is more than CLOCK_SLACK off Redis's is wrong: ahead,
+-- its changes and its reaper would expire everyone's sessions early; behind,
+-- its heartbeats would set expiries in the past. Its time is held to within
+-- CLOCK_SLACK of Redis's, so one bad clock cannot end another's sessions.
+local function bounded(now)
+  if ARGV[#ARGV] ~= 'w' then return now end
+  local t = redis.call('TIME')
+  local server = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if now > server + CLOCK_SLACK then return server + CLOCK_SLACK end
+  if now < server - CLOCK_SLACK then return server - CLOCK_SLACK end
+  return now
+end
+
 local function clock(p, now, write)
+  now = bounded(now)
   local seen = tonumber(redis.call('GET', p .. 'now'))
   if seen and seen >= now and seen - now <= CLOCK_SLACK then return seen end
   if write and seen ~= now then redis.call('SET', p .. 'now', now) end

@@ -51,6 +51,10 @@ pub struct RedisStore {
     redis: Arc<Redis>,
     /// The server's version was seen to be new enough (7.0: `PEXPIRE … GT`).
     version_ok: AtomicBool,
+    /// The callers' times are wall-clock readings: the scripts bound them by
+    /// Redis's own `TIME` (see `bounded` in common.lua). Off for a test's
+    /// clock, which may be set anywhere.
+    bound_wall_clocks: bool,
 }
 
 /// FNV-1a: a stable hash, the same in every replica and every release.
@@ -144,7 +148,14 @@ fn sessions(v: &Value) -> Result<Vec<Session>, StoreError> {
 
 impl RedisStore {
     pub fn new(redis: Arc<Redis>) -> Self {
-        Self { redis, version_ok: AtomicBool::new(false) }
+        Self { redis, version_ok: AtomicBool::new(false), bound_wall_clocks: false }
+    }
+
+    /// Whether the scripts bound each caller's time by Redis's own clock (on
+    /// for replicas reading the wall clock; see `bounded` in common.lua).
+    pub fn bounding_wall_clocks(mut self, on: bool) -> Self {
+        self.bound_wall_clocks = on;
+        self
     }
 
     /// `<prefix>:{g:<n>}:` for the group with this index. (Pushed piece by
@@ -165,7 +176,9 @@ impl RedisStore {
     }
 
     /// Run a session script in the slot of `prefix` (its `exp` key routes it).
-    async fn run(&self, script: &Script, prefix: &str, args: Vec<Vec<u8>>) -> Result<Value, StoreError> {
+    /// The last argument says whether the caller's time is a wall clock's.
+    async fn run(&self, script: &Script, prefix: &str, mut args: Vec<Vec<u8>>) -> Result<Value, StoreError> {
+        args.push(if self.bound_wall_clocks { b"w".to_vec() } else { Vec::new() });
         let route = format!("{prefix}exp");
         self.redis.script(script, &[&route], &args).await.map_err(failure)
     }
