@@ -7,12 +7,13 @@ use crate::config::Config;
 use crate::config::runtime::{self, FieldError};
 use crate::ratelimit::{self, RateLimiter};
 use crate::sessions::{Limits, SessionService, StoreError};
-use crate::store::overrides::OverridesStore;
+use crate::store::overrides::{OverridesStore, Saved};
 use crate::telemetry::Events;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
@@ -61,8 +62,18 @@ impl RuntimeConfig {
             routes,
         });
         match this.store.load().await {
-            Ok(saved) if saved.version > 0 => this.adopt(saved.version, saved.overrides, "startup").await,
+            Ok(saved) if saved.version > 0 => {
+                let mut current = this.current.lock().await;
+                this.follow(&mut current, saved, "startup");
+            }
             Ok(_) => {}
+            // A local file that does not parse is the operator's to mend:
+            // serving without it would also refuse every PATCH (each reads it).
+            Err(e @ StoreError::Internal(_)) if !this.store.shared() => {
+                anyhow::bail!(
+                    "store.overrides_file: {e} (mend it, or remove it to start from the file's values)"
+                )
+            }
             // A Redis that is down at start-up: the file's values serve until it answers.
             Err(e) => {
                 tracing::warn!(error = %e, "saved runtime config unreachable at start-up; using the file's values")
@@ -79,14 +90,34 @@ impl RuntimeConfig {
     /// Apply an RFC 7396 merge patch from `admin`: validated, saved, applied.
     /// The patch goes on top of the latest saved overrides (another replica's
     /// change is never lost): the save is a compare-and-set on the version,
-    /// retried after reloading.
-    pub async fn patch(&self, admin: &str, patch: &Value) -> Result<Value, PatchError> {
+    /// retried after reloading. It runs in a task of its own: once saved, a
+    /// change is applied and counted (as `api`, with its admin) here too,
+    /// even if the request that made it is dropped (timeout, disconnect).
+    pub async fn patch(self: &Arc<Self>, admin: &str, patch: &Value) -> Result<Value, PatchError> {
+        let (this, admin, patch) = (self.clone(), admin.to_string(), patch.clone());
+        let task = tokio::spawn(
+            async move { this.patch_here(&admin, &patch).await }.instrument(tracing::Span::current()),
+        );
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(PatchError::Store(StoreError::Unavailable("the server is shutting down".into()))),
+        }
+    }
+
+    async fn patch_here(&self, admin: &str, patch: &Value) -> Result<Value, PatchError> {
         for _ in 0..5 {
-            let latest = self.store.load().await?;
-            self.adopt(latest.version, latest.overrides, "replica").await;
+            // Under the lock from the load to the save: what is loaded is
+            // what the store holds now, so no PATCH here can interleave.
             let mut current = self.current.lock().await;
+            let latest = self.store.load().await?;
+            self.follow(&mut current, latest, "replica");
             let (overrides, effective) =
                 runtime::patch(&self.file, &current.overrides, patch).map_err(PatchError::Invalid)?;
+            if overrides == current.overrides {
+                // Nothing changes: nothing to save, apply or count.
+                return Ok(runtime::document(&current.effective));
+            }
             let policies = ratelimit::policies(&effective.rate_limit, self.routes).map_err(|e| {
                 PatchError::Invalid(vec![FieldError { path: "rate_limit".into(), message: e.to_string() }])
             })?;
@@ -103,12 +134,23 @@ impl RuntimeConfig {
         )))
     }
 
-    /// Take saved overrides from elsewhere (start-up, another replica).
-    async fn adopt(&self, version: u64, overrides: Value, source: &'static str) {
-        let mut current = self.current.lock().await;
-        // Only forward: a load that raced a local PATCH must not undo it.
-        if version <= current.version {
+    /// Follow the store: it holds the truth. `saved` must have been loaded
+    /// under the lock `current` comes from, or be newer than `current`, so
+    /// that a load racing a local PATCH cannot undo it. A version lower than
+    /// ours means the store lost or replaced what it held (a Redis flushed or
+    /// failed over, a file removed): every replica follows it back, rather
+    /// than each keeping its own and refusing every PATCH.
+    fn follow(&self, current: &mut Current, saved: Saved, source: &'static str) {
+        let Saved { version, overrides } = saved;
+        if version == current.version && overrides == current.overrides {
             return;
+        }
+        if version < current.version {
+            tracing::warn!(
+                from = current.version,
+                to = version,
+                "the saved runtime config went back a version (the store lost or replaced it); following it"
+            );
         }
         let applied = runtime::apply(&self.file, &overrides).map_err(|errors| {
             errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ")
@@ -149,10 +191,17 @@ impl RuntimeConfig {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    if let Ok(saved) = self.store.load().await
-                        && saved.version > self.current.lock().await.version
-                    {
-                        self.adopt(saved.version, saved.overrides, "replica").await;
+                    let Ok(saved) = self.store.load().await else { continue };
+                    let mut current = self.current.lock().await;
+                    if saved.version > current.version {
+                        self.follow(&mut current, saved, "replica");
+                    } else if saved.version != current.version || saved.overrides != current.overrides {
+                        // Lower, or other overrides at our version: the store
+                        // was reset, or this load raced a PATCH here. Under
+                        // the lock, a second load tells which.
+                        if let Ok(again) = self.store.load().await {
+                            self.follow(&mut current, again, "replica");
+                        }
                     }
                 }
             }

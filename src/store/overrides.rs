@@ -109,7 +109,11 @@ struct OnDisk {
 
 fn write_atomically(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    // A sibling of its own (not `with_extension`: `x.tmp` would be the file
+    // itself, and `a.json` and `a.toml` would share one).
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(body)?;
     f.sync_all()?;

@@ -116,6 +116,13 @@ async fn overrides_persist_to_the_file_and_win_at_start_up() {
     let doc: Value = second.get(&admin_token("oncall"), "/v1/admin/config").await.json().await.unwrap();
     assert_eq!(doc["sessions"]["max_per_user"], 4, "saved overrides win over the file");
     assert_eq!(second.metric(r#"sessiongate_config_changes_total{source="startup"}"#).await, Some(1.0));
+
+    // A file that no longer parses stops start-up, naming it: serving
+    // without it would refuse every PATCH (each reads it first).
+    std::fs::write(&file, b"{\"version\": 1, \"overr").unwrap();
+    let built = sessiongate::startup::Application::build(test_config(&cfg), Default::default()).await;
+    let err = format!("{:#}", built.err().expect("start-up refused"));
+    assert!(err.contains("overrides_file") && err.contains("overrides.json"), "{err}");
 }
 
 #[tokio::test]
@@ -173,4 +180,88 @@ async fn patches_on_two_replicas_at_once_both_survive() {
         .await,
         "A converges on both"
     );
+}
+
+fn on_redis(redis: &crate::redis_server::RedisServer, prefix: &str) -> String {
+    format!(
+        "{CAP_1}\n[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"",
+        redis.url()
+    )
+}
+
+async fn max_per_user(app: &TestApp) -> Value {
+    let d: Value = app.get(&admin_token("oncall"), "/v1/admin/config").await.json().await.unwrap();
+    d["sessions"]["max_per_user"].clone()
+}
+
+/// The store is the truth, also when it goes back: with the saved overrides
+/// lost (a Redis flushed or failed over), every replica follows it back to
+/// the file's values, and a PATCH works again at once (it used to be refused
+/// as `503` on every replica that had seen a higher version, until each was
+/// restarted).
+#[tokio::test]
+async fn replicas_follow_a_store_that_lost_its_overrides_and_patches_still_work() {
+    use std::time::Duration;
+    let redis = crate::redis_server::RedisServer::start();
+    let (a, b) =
+        (spawn_app_with(&on_redis(&redis, "lost")).await, spawn_app_with(&on_redis(&redis, "lost")).await);
+    assert_eq!(patch(&a, json!({"sessions": {"max_per_user": 20}})).await.status(), StatusCode::OK);
+    assert!(eventually(Duration::from_secs(3), || async { max_per_user(&b).await == 20 }).await);
+
+    let port = redis.port.to_string();
+    let del =
+        std::process::Command::new("redis-cli").args(["-p", &port, "del", "lost:config"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&del.stdout).trim(), "1");
+    for app in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(3), || async { max_per_user(app).await == 1 }).await,
+            "back to the file's value"
+        );
+    }
+    let r = patch(&b, json!({"sessions": {"max_per_user": 7}})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(eventually(Duration::from_secs(3), || async { max_per_user(&a).await == 7 }).await);
+}
+
+/// A PATCH whose request is dropped (the admin's client gave up while Redis
+/// hung) still runs to its end once started: saved, in force here, and
+/// counted as the admin's (`api`), not found later by the watcher as another
+/// replica's change, or half done.
+#[tokio::test]
+async fn a_patch_whose_client_went_away_still_completes_here() {
+    use std::time::Duration;
+    let redis = crate::redis_server::RedisServer::start();
+    let app = spawn_app_with(&on_redis(&redis, "gone")).await;
+    assert_eq!(max_per_user(&app).await, 1);
+    redis.pause();
+    let dropped = app
+        .client
+        .patch(app.url("/v1/admin/config"))
+        .bearer_auth(admin_token("oncall"))
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"sessions": {"max_per_user": 9}}).to_string())
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(dropped.unwrap_err().is_timeout());
+    tokio::time::sleep(Duration::from_millis(100)).await; // the server sees the client go
+    redis.resume();
+    assert!(eventually(Duration::from_secs(5), || async { max_per_user(&app).await == 9 }).await);
+    assert_eq!(app.metric(r#"sessiongate_config_changes_total{source="api"}"#).await, Some(1.0));
+    assert_eq!(app.metric(r#"sessiongate_config_changes_total{source="replica"}"#).await, Some(0.0));
+}
+
+/// A PATCH that changes nothing is answered with the document and saves,
+/// applies and counts nothing (each replica would otherwise count it again).
+#[tokio::test]
+async fn a_patch_that_changes_nothing_is_not_a_change() {
+    let app = spawn_app_with(CAP_1).await;
+    // (Setting a value the file already has is a change: the override then
+    // holds it if the file changes. Removing an override there is none of is not.)
+    for body in [json!({}), json!({"sessions": {"idle_ttl": null}})] {
+        let r = patch(&app, body).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.json::<Value>().await.unwrap()["sessions"]["max_per_user"], 1);
+    }
+    assert_eq!(app.metric(r#"sessiongate_config_changes_total{source="api"}"#).await, Some(0.0));
 }
