@@ -31,7 +31,8 @@ if [ "$BACKEND" = redis ]; then
   command -v redis-server >/dev/null || { echo "missing redis-server (apt-get install redis-server)"; exit 1; }
   rp=$(free_port); rdir=$(mktemp -d)
   redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no --dir "$rdir" >/dev/null & PIDS+=($!)
-  for _ in $(seq 50); do redis-cli -p "$rp" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  up=0; for _ in $(seq 50); do redis-cli -p "$rp" ping >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+  [ "$up" = 1 ] || { echo "soak: redis-server on $rp did not start"; exit 1; }
   STORE=(SESSIONGATE__STORE__BACKEND=redis SESSIONGATE__STORE__REDIS_URL=redis://127.0.0.1:$rp)
 fi
 p=$(free_port)
@@ -41,7 +42,8 @@ env -i PATH="$PATH" SESSIONGATE__SERVER__LISTEN=127.0.0.1:$p SESSIONGATE__AUTH__
   SESSIONGATE__RATE_LIMIT__PER_IP='{per_second=0,burst=1}' SESSIONGATE__RATE_LIMIT__POLICIES='[]' \
   "${STORE[@]}" $BIN/sessiongate >/dev/null 2>&1 &
 pid=$!; PIDS+=($pid)
-for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$p/readyz" && break; sleep 0.1; done
+up=0; for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$p/readyz" && { up=1; break; }; sleep 0.1; done
+[ "$up" = 1 ] || { echo "soak: sessiongate on $p never became ready"; exit 1; }
 echo "soak: $SECS s on the $BACKEND store, $(date -u +%FT%TZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 $BIN/examples/soak --url "http://127.0.0.1:$p" --pid "$pid" --secret "$SECRET" --secs "$SECS" \
   --workers "${WORKERS:-48}" --users "${USERS:-5000}" --idle-ttl "$IDLE" --sample "${SAMPLE:-$(( SECS >= 300 ? 30 : 5 ))}" \

@@ -19,7 +19,8 @@ env -i PATH="$PATH" SESSIONGATE__SERVER__LISTEN=127.0.0.1:$PORT SESSIONGATE__AUT
   SESSIONGATE__SESSIONS__MAX_PER_USER=1000 SESSIONGATE__TELEMETRY__LOG_LEVEL=warn "$BIN" >"$LOG" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
+up=0; for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && { up=1; break; }; sleep 0.1; done
+[ "$up" = 1 ] || { echo "schemathesis: sessiongate on $PORT did not start:"; cat "$LOG"; exit 1; }
 TOKEN=$(env -i SESSIONGATE__AUTH__HS256_SECRET=$SECRET "$BIN" token --sub fuzz-user --role admin --ttl 1h)
 URL=http://127.0.0.1:$PORT/openapi.json
 cd "$(mktemp -d)"   # schemathesis writes its reports and cache here

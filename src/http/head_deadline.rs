@@ -208,9 +208,11 @@ mod tests {
         let sleep = timer.sleep(Duration::from_millis(200));
         sleep.await;
         let waited = started.elapsed();
-        // The deadline, plus at most a tick of 25 ms (and a scheduling margin).
+        // Never before the deadline; after it by a tick of 25 ms on an idle
+        // machine. The upper bound only guards against a sleep that never
+        // fires: a loaded machine may run the sweep late.
         assert!(waited >= Duration::from_millis(200), "{waited:?}");
-        assert!(waited < Duration::from_millis(400), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
     }
 
     #[tokio::test]
@@ -253,7 +255,11 @@ mod tests {
         drop(deadlines.connection());
         let flood: Vec<_> = (0..1000).map(|_| deadlines.connection()).collect();
         drop(flood);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A sweep runs every tick; wait for one, however late it runs.
+        let started = Instant::now();
+        while kept.shared.slots.lock().len() > 1 && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(kept.shared.slots.lock().len(), 1);
         assert!(kept.shared.slots.lock().capacity() <= 64, "the flood's room is given back");
         let shared = Arc::downgrade(&kept.shared);

@@ -51,8 +51,14 @@ async fn upstream(seen: Arc<Mutex<Vec<Value>>>) -> String {
     format!("http://{addr}")
 }
 
+/// An app whose agent is at `url`, with a timeout roomy enough for a loaded
+/// machine (the hanging case sets its own, short one).
 async fn app_for(url: &str) -> TestApp {
-    spawn_app_with(&format!("[agent]\nkind = \"http\"\nurl = \"{url}\"\ntimeout = \"300ms\"")).await
+    app_with_timeout(url, "10s").await
+}
+
+async fn app_with_timeout(url: &str, timeout: &str) -> TestApp {
+    spawn_app_with(&format!("[agent]\nkind = \"http\"\nurl = \"{url}\"\ntimeout = \"{timeout}\"")).await
 }
 
 async fn ask(app: &TestApp) -> reqwest::Response {
@@ -83,7 +89,8 @@ async fn a_good_upstream_gets_the_session_context_and_answers() {
 #[tokio::test]
 async fn a_hanging_upstream_is_a_504_within_the_timeout() {
     let base = upstream(Arc::default()).await;
-    let app = app_for(&format!("{base}/hang")).await;
+    let app = app_with_timeout(&format!("{base}/hang"), "300ms").await;
+    app.expect_failures();
     let started = Instant::now();
     assert_problem(ask(&app).await, StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_TIMEOUT").await;
     assert!(started.elapsed() < Duration::from_secs(2), "bounded by agent.timeout: {:?}", started.elapsed());
@@ -96,6 +103,7 @@ async fn every_upstream_failure_is_a_502_that_leaks_nothing() {
     let base = upstream(Arc::default()).await;
     for path in ["/fail", "/garbage", "/huge", "/redirect"] {
         let app = app_for(&format!("{base}{path}")).await;
+        app.expect_failures();
         let body = assert_problem(ask(&app).await, StatusCode::BAD_GATEWAY, "UPSTREAM_ERROR").await;
         let text = body.to_string();
         for leak in ["secret internal detail", "html", "127.0.0.1", "xxxx", "elsewhere"] {
@@ -106,6 +114,7 @@ async fn every_upstream_failure_is_a_502_that_leaks_nothing() {
     }
     // Nothing listening at all.
     let app = app_for("http://127.0.0.1:9/agent").await;
+    app.expect_failures();
     assert_problem(ask(&app).await, StatusCode::BAD_GATEWAY, "UPSTREAM_ERROR").await;
 }
 

@@ -6,9 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The binary with none of the caller's environment but `PATH` (a
+/// `SESSIONGATE__*` variable set where the tests run must not reach it).
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sessiongate"));
-    c.env_remove("SESSIONGATE_PRODUCTION");
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     c
 }
 

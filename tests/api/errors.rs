@@ -171,6 +171,7 @@ async fn a_bad_idempotency_key_is_400() {
 #[tokio::test]
 async fn an_agent_slower_than_its_timeout_is_504() {
     let app = spawn_app_with("[agent]\necho_latency = \"300ms\"\ntimeout = \"50ms\"").await;
+    app.expect_failures();
     let alice = token("alice");
     let s = app.create_ok(&alice, "general").await;
     let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
@@ -213,6 +214,7 @@ async fn an_agent_call_ends_before_the_request_deadline_so_it_is_a_504() {
     // the answer is the agent's 504, counted as an agent timeout, not the
     // request's 408.
     let app = spawn_app_with("[server]\nrequest_timeout = \"1s\"\n[agent]\necho_latency = \"3s\"").await;
+    app.expect_failures();
     let alice = token("alice");
     let s = app.create_ok(&alice, "general").await;
     let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
@@ -230,7 +232,9 @@ async fn an_agent_call_ends_before_the_request_deadline_so_it_is_a_504() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((800..=950).contains(&ms), "{detail}");
+    // What was left of the 1 s, less a twentieth: under 950 ms however long
+    // the request took to get there (a loaded machine can take a while).
+    assert!((1..=950).contains(&ms), "{detail}");
     assert_eq!(
         app.metric(r#"sessiongate_agent_query_duration_seconds_count{tool_set="general",outcome="timeout"}"#)
             .await,
@@ -325,19 +329,11 @@ async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
 
 #[tokio::test]
 async fn a_request_the_client_abandons_is_counted_as_499_and_leaves_the_gauge() {
-    let app = spawn_app_with("[agent]\necho_latency = \"400ms\"").await;
+    let app = spawn_app_with("[agent]\necho_latency = \"10s\"").await;
     let alice = token("alice");
     let s = app.create_ok(&alice, "general").await;
     let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
-    let abandoned = app
-        .client
-        .post(app.url(&q))
-        .bearer_auth(&alice)
-        .json(&json!({"input": "hi"}))
-        .timeout(Duration::from_millis(100))
-        .send()
-        .await;
-    assert!(abandoned.unwrap_err().is_timeout());
+    app.abandon(app.client.post(app.url(&q)).bearer_auth(&alice).json(&json!({"input": "hi"})), "POST").await;
     let active = r#"http_server_active_requests{http_request_method="POST"}"#;
     let abandoned = r#"http_server_request_duration_seconds_count{http_request_method="POST",http_route="/v1/sessions/{id}/queries",http_response_status_code="499"}"#;
     let settled = eventually(Duration::from_secs(5), || async {

@@ -93,19 +93,20 @@ async fn a_stalled_redis_under_load_is_a_bounded_503_with_no_pile_up() {
     let stop = Arc::new(AtomicBool::new(false));
     let before = Arc::new(Outcomes::default());
     let workers = load(&app, &clients, stop.clone(), before.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline =
+        eventually(Duration::from_secs(10), || async { before.ok.load(Ordering::Relaxed) > 50 }).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
-    assert!(before.ok.load(Ordering::Relaxed) > 50, "a baseline of successes");
+    assert!(baseline, "a baseline of successes");
 
-    // Stall Redis for two seconds under the same load.
+    // Stall Redis for four seconds under the same load.
     let stop = Arc::new(AtomicBool::new(false));
     let during = Arc::new(Outcomes::default());
     redis.pause();
     let workers = load(&app, &clients, stop.clone(), during.clone());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let in_flight = app.metric(r#"http_server_active_requests{http_request_method="GET"}"#).await.unwrap();
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -117,10 +118,10 @@ async fn a_stalled_redis_under_load_is_a_bounded_503_with_no_pile_up() {
     let unavailable = during.unavailable.load(Ordering::Relaxed);
     assert!(unavailable >= 8, "the stall was answered with 503s ({unavailable})");
     let slowest = during.slowest_ms.load(Ordering::Relaxed) as u64;
-    assert!(
-        slowest < 2 * COMMAND_TIMEOUT_MS + 500,
-        "latency bounded by command_timeout: slowest {slowest} ms"
-    );
+    // Bounded by command_timeout (250 ms, twice for a request's two calls),
+    // not by the stall: an unbounded request would wait the 4 s out. The
+    // margin is for a loaded machine; this is not a timing test.
+    assert!(slowest < 3_000, "latency bounded by command_timeout, not the stall: slowest {slowest} ms");
     // No pile-up: at most one request per client was waiting (plus the
     // metrics scrape itself, which is a GET too).
     assert!(in_flight <= 9.0, "{in_flight} requests in flight with 8 clients");
@@ -130,12 +131,13 @@ async fn a_stalled_redis_under_load_is_a_bounded_503_with_no_pile_up() {
     let stop = Arc::new(AtomicBool::new(false));
     let after = Arc::new(Outcomes::default());
     let workers = load(&app, &clients[..4], stop.clone(), after.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recovered =
+        eventually(Duration::from_secs(10), || async { after.ok.load(Ordering::Relaxed) > 20 }).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
-    assert!(after.ok.load(Ordering::Relaxed) > 20 && after.unavailable.load(Ordering::Relaxed) == 0);
+    assert!(recovered && after.unavailable.load(Ordering::Relaxed) == 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

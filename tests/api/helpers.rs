@@ -23,6 +23,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: Client,
     pub clock: ManualClock,
+    /// Set by `expect_failures`: 502, 503 and 504 answers are then expected.
+    failures_expected: std::sync::atomic::AtomicBool,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -105,7 +107,14 @@ pub async fn spawn_config_on(config: Config, manual: ManualClock, clock: Arc<dyn
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    TestApp { addr, client: client(), clock: clock_field, shutdown: Some(tx), handle: Some(handle) }
+    TestApp {
+        addr,
+        client: client(),
+        clock: clock_field,
+        failures_expected: Default::default(),
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
 }
 
 /// A plain HTTP client for talking to test servers.
@@ -132,20 +141,45 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// This test provokes failures (a failing or hung agent, a dead or
+    /// stalled Redis): the helpers below then let 502, 503 and 504 through.
+    /// A 500 is never expected.
+    pub fn expect_failures(&self) {
+        self.failures_expected.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every 5xx in a test is a bug, unless the test provokes it.
+    fn checked(&self, r: Response, method: &str, path: &str) -> Response {
+        let status = r.status();
+        let expected = self.failures_expected.load(std::sync::atomic::Ordering::Relaxed)
+            && status != StatusCode::INTERNAL_SERVER_ERROR;
+        assert!(
+            !status.is_server_error() || expected,
+            "{status} from {method} {path}: every 5xx in a test is a bug (a test that provokes one calls expect_failures)"
+        );
+        r
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> Response {
-        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+        let r = self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request");
+        self.checked(r, "GET", path)
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> Response {
-        self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.expect("request")
+        let r =
+            self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.expect("request");
+        self.checked(r, "POST", path)
     }
 
     pub async fn patch(&self, token: &str, path: &str, body: Value) -> Response {
-        self.client.patch(self.url(path)).bearer_auth(token).json(&body).send().await.expect("request")
+        let r =
+            self.client.patch(self.url(path)).bearer_auth(token).json(&body).send().await.expect("request");
+        self.checked(r, "PATCH", path)
     }
 
     pub async fn delete(&self, token: &str, path: &str) -> Response {
-        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
+        let r = self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request");
+        self.checked(r, "DELETE", path)
     }
 
     pub async fn create(&self, token: &str, tool_set: &str) -> Response {
@@ -169,6 +203,23 @@ impl TestApp {
             .iter()
             .map(|s| s["id"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// Send `request`, and go away once the server has it in flight (its
+    /// `http_server_active_requests{method}` rose): a client that gives up
+    /// mid-request, whatever the machine's speed. (Not for a request the
+    /// server answers at once: it must still be in flight when looked for.)
+    pub async fn abandon(&self, request: reqwest::RequestBuilder, method: &str) {
+        let series = format!(r#"http_server_active_requests{{http_request_method="{method}"}}"#);
+        let before = self.metric(&series).await.unwrap_or(0.0);
+        let task = tokio::spawn(request.send());
+        let in_flight = eventually(Duration::from_secs(10), || async {
+            self.metric(&series).await.unwrap_or(0.0) > before
+        })
+        .await;
+        task.abort();
+        let _ = task.await;
+        assert!(in_flight, "the {method} never reached the server");
     }
 
     pub async fn metrics(&self) -> String {

@@ -63,8 +63,12 @@ async fn the_reaper_removes_expired_sessions_and_counts_each_once() {
         .await,
         "all four expiries counted"
     );
-    // Many more sweeps later, still exactly four.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Several more sweeps later (seen, not assumed from a sleep), still exactly four.
+    let sweeps = r#"sessiongate_store_operation_duration_seconds_count{backend="memory",operation="reap"}"#;
+    let swept = app.metric(sweeps).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async { app.metric(sweeps).await >= Some(swept + 3.0) }).await
+    );
     assert_eq!(app.metric(r#"sessiongate_sessions_ended_total{reason="expired"}"#).await, Some(4.0));
     assert_eq!(app.metric(r#"sessiongate_sessions_active{tool_set="general"}"#).await, Some(0.0));
     assert_eq!(app.metric("sessiongate_sessions_expired_pending").await, Some(0.0));

@@ -12,6 +12,7 @@ mod cli;
 mod errors;
 mod faults;
 mod lifecycle;
+mod limiter_model;
 mod loadtest;
 mod monitoring;
 mod observability;

@@ -65,9 +65,10 @@ async fn a_client_that_waits_exactly_retry_after_is_admitted() {
     }
     for round in 0..6 {
         let r = app.get(&alice, "/v1/sessions").await;
-        if r.status() == StatusCode::OK {
+        if r.status() == StatusCode::OK && round > 0 {
             continue;
         }
+        // (The four filled the bucket, which T0 starts: the first is refused.)
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "round {round}");
         let wait: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
         assert!((1..=61).contains(&wait), "at most one window (+1 s of rounding): {wait}");
@@ -227,7 +228,7 @@ async fn overrides_raise_limits_per_role_and_per_api_key() {
 #[tokio::test]
 async fn a_concurrency_policy_caps_in_flight_queries_and_frees_slots() {
     let app = spawn_app_with(
-        "[agent]\necho_latency = \"400ms\"\n\
+        "[agent]\necho_latency = \"1s\"\n\
          [[rate_limit.policies]]\nname = \"queries-in-flight\"\nkind = \"concurrency\"\nlimit = 2\n\
          routes = [\"POST /v1/sessions/{id}/queries\"]",
     )
@@ -235,18 +236,19 @@ async fn a_concurrency_policy_caps_in_flight_queries_and_frees_slots() {
     let alice = token("alice");
     let s = app.create_ok(&alice, "general").await;
     let q = format!("/v1/sessions/{}/queries", s["id"].as_str().unwrap());
-    let results = futures::future::join_all((0..3).map(|i| {
-        let app = &app;
-        let (alice, q) = (alice.clone(), q.clone());
-        async move {
-            tokio::time::sleep(Duration::from_millis(i * 50)).await;
-            app.post(&alice, &q, json!({"input": "x"})).await
-        }
-    }))
-    .await;
-    let statuses: Vec<StatusCode> = results.iter().map(|r| r.status()).collect();
-    assert_eq!(statuses, vec![StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
-    let refused = &results[2];
+    // Two in flight (seen by the server), then a third.
+    let in_flight = r#"http_server_active_requests{http_request_method="POST"}"#;
+    let first_two: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(app.client.post(app.url(&q)).bearer_auth(&alice).json(&json!({"input": "x"})).send())
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || async { app.metric(in_flight).await == Some(2.0) }).await);
+    let refused = &app.post(&alice, &q, json!({"input": "x"})).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    for r in first_two {
+        assert_eq!(r.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
     assert_eq!(header(refused, "retry-after").as_deref(), Some("1"));
     assert_eq!(
         header(refused, "ratelimit-policy").unwrap(),
@@ -257,16 +259,11 @@ async fn a_concurrency_policy_caps_in_flight_queries_and_frees_slots() {
 
     // A client that gives up mid-request frees its slot too.
     for _ in 0..2 {
-        let c = app
-            .client
-            .post(app.url(&q))
-            .bearer_auth(&alice)
-            .json(&json!({"input": "x"}))
-            .timeout(Duration::from_millis(100));
-        assert!(c.send().await.is_err(), "the client timed out");
+        app.abandon(app.client.post(app.url(&q)).bearer_auth(&alice).json(&json!({"input": "x"})), "POST")
+            .await;
     }
     assert!(
-        eventually(Duration::from_secs(2), || async {
+        eventually(Duration::from_secs(5), || async {
             app.post(&alice, &q, json!({"input": "after"})).await.status() == StatusCode::OK
         })
         .await,
@@ -278,6 +275,10 @@ async fn a_concurrency_policy_caps_in_flight_queries_and_frees_slots() {
 async fn a_per_ip_flood_is_cut_off_before_any_token_is_verified() {
     let app = spawn_app_with("[rate_limit.per_ip]\nper_second = 1\nburst = 5").await;
     let mut statuses = Vec::new();
+    // The per-IP bucket runs on the real clock: what it may admit is the
+    // burst plus a token for each second the flood took (on a loaded machine
+    // it may take a few).
+    let started = std::time::Instant::now();
     for _ in 0..20 {
         let r =
             app.client.get(app.url("/v1/sessions")).bearer_auth("garbage.token.here").send().await.unwrap();
@@ -290,7 +291,11 @@ async fn a_per_ip_flood_is_cut_off_before_any_token_is_verified() {
         }
     }
     let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
-    assert!(refused >= 14, "the flood was cut off: {statuses:?}");
+    let may_admit = 5 + started.elapsed().as_secs() as usize + 1;
+    assert!(
+        refused > 0 && refused >= 20usize.saturating_sub(may_admit),
+        "the flood was cut off: {statuses:?}"
+    );
     let verified = app.metric(r#"sessiongate_auth_failures_total{reason="malformed"}"#).await.unwrap();
     assert_eq!(verified as usize, 20 - refused, "only admitted requests reached the verifier");
     // Probes and metrics are never limited.
@@ -301,7 +306,7 @@ async fn a_per_ip_flood_is_cut_off_before_any_token_is_verified() {
         app.metric(r#"sessiongate_ratelimit_decisions_total{policy="per_ip",decision="limited"}"#)
             .await
             .unwrap()
-            >= 14.0
+            >= refused as f64
     );
 }
 

@@ -54,11 +54,21 @@ impl RedisServer {
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        server.spawn();
-        server
+        // The free port can be taken between finding it and redis-server
+        // binding it (another test): then it exits, and another port is tried.
+        for _ in 0..5 {
+            if server.spawn() {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!("redis-server did not start on any of five free ports");
     }
 
-    fn spawn(&mut self) {
+    /// Start redis-server on `self.port`; false when it exited (port taken).
+    /// Ready means ours answers: a PONG from the port and, to be sure it is
+    /// not another test's, our data directory in its `CONFIG GET dir`.
+    fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--dir"])
             .arg(self.dir.path())
@@ -70,9 +80,25 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !pong(self.port) {
+            if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                self.child = None;
+                return false;
+            }
             assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
             std::thread::sleep(Duration::from_millis(10));
         }
+        let dir = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "config", "get", "dir"])
+            .output()
+            .expect("redis-cli is installed");
+        let ours = std::fs::canonicalize(self.dir.path()).unwrap();
+        assert!(
+            String::from_utf8_lossy(&dir.stdout).lines().any(|l| std::path::Path::new(l.trim()) == ours),
+            "port {} answers, but not our redis-server: {:?}",
+            self.port,
+            String::from_utf8_lossy(&dir.stdout)
+        );
+        true
     }
 
     pub fn url(&self) -> String {
@@ -106,7 +132,7 @@ impl RedisServer {
     /// Start again on the same port with the same data directory.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(self.spawn(), "redis-server could not restart on port {}", self.port);
     }
 }
 
@@ -145,7 +171,9 @@ impl RedisCluster {
                         .map(|s| s.to_string())
                         .collect(),
                 };
-                node.spawn();
+                while !node.spawn() {
+                    node.port = free_cluster_port(); // taken meanwhile: another
+                }
                 node
             })
             .collect();

@@ -153,7 +153,9 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         ("SESSIONGATE__STORE__BACKEND", "redis"),
         ("SESSIONGATE__STORE__REDIS_URL", url.as_str()),
         ("SESSIONGATE__STORE__KEY_PREFIX", "rolling"),
-        ("SESSIONGATE__SERVER__SHUTDOWN_DELAY", "1s"),
+        // Room for the balancer's 100 ms checks to see readiness fail on a
+        // loaded machine (a Kubernetes probe period is seconds, not this).
+        ("SESSIONGATE__SERVER__SHUTDOWN_DELAY", "3s"),
         ("SESSIONGATE__SERVER__SHUTDOWN_GRACE", "10s"),
         ("SESSIONGATE__SESSIONS__MAX_PER_USER", "100"),
         // Limits are not what this test is about.
@@ -180,11 +182,12 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         let mut old = replicas.remove(0);
         let before = tally.ok.load(Ordering::Relaxed);
         old.sigterm();
-        old.wait_for_clean_exit(Duration::from_secs(15)).await;
+        old.wait_for_clean_exit(Duration::from_secs(20)).await;
         lb.remove(&old.base);
         let log = old.log_lines();
         assert!(log.iter().any(|l| l["event"] == "stopped"), "a clean stop was logged");
-        let fresh = SgProcess::start(&env);
+        // (Start blocks until it listens: off the two workers the load runs on.)
+        let fresh = tokio::task::block_in_place(|| SgProcess::start(&env));
         lb.add(&fresh.base);
         lb.wait_ready(&fresh.base).await;
         replicas.push(fresh);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn in_flight_requests_finish_after_shutdown_is_signalled() {
-    let mut app = spawn_app_with("[agent]\necho_latency = \"400ms\"").await;
+    let mut app = spawn_app_with("[agent]\necho_latency = \"1s\"").await;
     let alice = token("alice");
     let s = app.create_ok(&alice, "general").await;
     let q = app
@@ -17,7 +17,8 @@ async fn in_flight_requests_finish_after_shutdown_is_signalled() {
         .json(&json!({"input": "slow"}))
         .send();
     let in_flight = tokio::spawn(q);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let posts = r#"http_server_active_requests{http_request_method="POST"}"#;
+    assert!(eventually(Duration::from_secs(10), || async { app.metric(posts).await == Some(1.0) }).await);
     app.signal_shutdown();
     let r = in_flight.await.unwrap().unwrap();
     assert_eq!(r.status(), StatusCode::OK, "the in-flight query completed");
@@ -103,7 +104,13 @@ async fn a_request_still_running_when_the_grace_ends_is_logged_as_499() {
         .json(&json!({"input": "slow"}))
         .send();
     let in_flight = tokio::spawn(q);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posts = r#"http_server_active_requests{http_request_method="POST"} 1"#;
+    let seen = eventually(Duration::from_secs(10), || async {
+        let m = c.get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        m.lines().any(|l| l == posts)
+    })
+    .await;
+    assert!(seen, "the query is in flight");
     let signalled = std::time::Instant::now();
     p.sigterm();
     assert!(in_flight.await.unwrap().is_err(), "the query was cut off, not answered");

@@ -353,25 +353,38 @@ proptest! {
     }
 }
 
-/// The same property on Redis: one server of the test's own for all cases
-/// (owned here, so it is stopped even when a case fails), each case under its
-/// own key prefix.
-#[test]
-fn redis_store_matches_the_reference_model() {
+/// The same property on Redis at `urls` (one: a single node; several: a
+/// Cluster's seeds), each case under its own key prefix.
+fn redis_matches_the_reference_model(urls: Vec<String>, cases: u32) {
     use proptest::test_runner::{Config, TestRunner};
-    let server = crate::redis_server::RedisServer::start();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let case = std::cell::Cell::new(0);
-    let mut runner = TestRunner::new(Config { cases: 150, ..Config::default() });
+    let mut runner = TestRunner::new(Config { cases, ..Config::default() });
     let result = runner.run(&(limits(), proptest::collection::vec(op(), 1..60)), |(l, ops)| {
         case.set(case.get() + 1);
         rt.block_on(async {
             use crate::store_suite::{redis_config, redis_store_from};
-            let store = redis_store_from(redis_config(vec![server.url()], &format!("model{}", case.get())));
+            let store = redis_store_from(redis_config(urls.clone(), &format!("model{}", case.get())));
             run_against_model(store, l, ops).await
         })
     });
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// One server of the test's own for all cases (owned here, so it is stopped
+/// even when a case fails).
+#[test]
+fn redis_store_matches_the_reference_model() {
+    let server = crate::redis_server::RedisServer::start();
+    redis_matches_the_reference_model(vec![server.url()], 150);
+}
+
+/// A Cluster of the test's own: the same rules with every group's keys in
+/// their slots on three masters (fewer cases: each step is a routed call).
+#[test]
+fn redis_cluster_store_matches_the_reference_model() {
+    let cluster = crate::redis_server::RedisCluster::start();
+    redis_matches_the_reference_model(cluster.urls(), 48);
 }

@@ -1,6 +1,6 @@
 //! The behavioural suite every `SessionStore` backend must pass. Each case is
 //! a function of a fresh store; `store_suite!` instantiates them all for one
-//! backend. The Redis backend will be added with one more line.
+//! backend (memory, Redis, Redis Cluster, below).
 
 use sessiongate::config::OnLimit;
 use sessiongate::sessions::*;
