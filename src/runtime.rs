@@ -8,7 +8,7 @@ use crate::config::runtime::{self, FieldError};
 use crate::ratelimit::{self, RateLimiter};
 use crate::sessions::{Limits, SessionService, StoreError};
 use crate::store::overrides::{OverridesStore, Saved};
-use crate::telemetry::Events;
+use crate::telemetry::{Events, RequestContext};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub struct RuntimeConfig {
     store: Arc<dyn OverridesStore>,
     /// Held across a PATCH's save so two PATCHes here cannot interleave.
     current: tokio::sync::Mutex<Current>,
+    /// PATCHes running to their end; shutdown waits for them (`finish`).
+    patches: tokio_util::task::TaskTracker,
     service: Arc<SessionService>,
     limiter: Arc<RateLimiter>,
     events: Arc<Events>,
@@ -56,6 +58,7 @@ impl RuntimeConfig {
             file,
             store,
             current: tokio::sync::Mutex::new(current),
+            patches: tokio_util::task::TaskTracker::new(),
             service,
             limiter,
             events,
@@ -95,13 +98,25 @@ impl RuntimeConfig {
     /// even if the request that made it is dropped (timeout, disconnect).
     pub async fn patch(self: &Arc<Self>, admin: &str, patch: &Value) -> Result<Value, PatchError> {
         let (this, admin, patch) = (self.clone(), admin.to_string(), patch.clone());
-        let task = tokio::spawn(
-            async move { this.patch_here(&admin, &patch).await }.instrument(tracing::Span::current()),
-        );
+        let run = async move { this.patch_here(&admin, &patch).await }.instrument(tracing::Span::current());
+        // With the request's context, so its audit line keeps the request id.
+        let task = match RequestContext::with_current(|c| c.cloned()) {
+            Some(context) => self.patches.spawn(context.scope(run)),
+            None => self.patches.spawn(run),
+        };
         match task.await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(PatchError::Store(StoreError::Unavailable("the server is shutting down".into()))),
+        }
+    }
+
+    /// At shutdown: wait (up to `within`) for PATCHes whose requests were
+    /// dropped, so each is applied and its audit line written.
+    pub async fn finish(&self, within: Duration) {
+        self.patches.close();
+        if tokio::time::timeout(within, self.patches.wait()).await.is_err() {
+            tracing::warn!(left = self.patches.len(), "runtime config changes still running at shutdown");
         }
     }
 
@@ -191,17 +206,15 @@ impl RuntimeConfig {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
+                    // A load outside the lock, to see whether anything changed;
+                    // if so, a load under it (no PATCH here can be halfway
+                    // then) says what the store holds now: a load that raced
+                    // a PATCH, or a reset, must not be applied as it was.
                     let Ok(saved) = self.store.load().await else { continue };
                     let mut current = self.current.lock().await;
-                    if saved.version > current.version {
-                        self.follow(&mut current, saved, "replica");
-                    } else if saved.version != current.version || saved.overrides != current.overrides {
-                        // Lower, or other overrides at our version: the store
-                        // was reset, or this load raced a PATCH here. Under
-                        // the lock, a second load tells which.
-                        if let Ok(again) = self.store.load().await {
-                            self.follow(&mut current, again, "replica");
-                        }
+                    let differs = saved.version != current.version || saved.overrides != current.overrides;
+                    if differs && let Ok(now) = self.store.load().await {
+                        self.follow(&mut current, now, "replica");
                     }
                 }
             }

@@ -292,6 +292,7 @@ impl Application {
         };
         // Store changes whose clients went away: each within a store call's bound.
         state.service.finish_changes(config.store.command_timeout * 2).await;
+        state.runtime.finish(config.store.command_timeout * 2).await;
         served?;
         tracing::info!(event = "stopped", "stopped");
         Ok(())

@@ -120,7 +120,7 @@ fn prune(v: &mut Value) {
 pub fn apply(file: &Config, overrides: &Value) -> Result<Config, Vec<FieldError>> {
     let mut doc = document(file);
     merge_patch(&mut doc, overrides);
-    let parsed: Doc = serde_json::from_value(doc).map_err(|e| vec![serde_error(&e.to_string())])?;
+    let parsed = parse(doc)?;
     let mut config = file.clone();
     let s = &mut config.sessions;
     s.max_per_user = parsed.sessions.max_per_user;
@@ -155,7 +155,7 @@ pub fn apply(file: &Config, overrides: &Value) -> Result<Config, Vec<FieldError>
     if let Err(e) = config.validate() {
         errors.extend(e.0.into_iter().map(|line| {
             let (path, message) = line.split_once(": ").unwrap_or(("config", line.as_str()));
-            FieldError { path: path.to_string(), message: message.to_string() }
+            FieldError { path: by_name(path, &config), message: message.to_string() }
         }));
     }
     if errors.is_empty() { Ok(config) } else { Err(errors) }
@@ -176,11 +176,76 @@ pub fn patch(file: &Config, overrides: &Value, patch: &Value) -> Result<(Value, 
     Ok((next, effective))
 }
 
-/// serde says "unknown field `x`, expected one of …" or "invalid type … at
-/// line …": keep what a client can act on.
-fn serde_error(message: &str) -> FieldError {
-    let field = message.split('`').nth(1).unwrap_or("body");
-    FieldError { path: field.to_string(), message: message.to_string() }
+/// The file names policies by index (`rate_limit.policies[1].limit`); this
+/// document, by name (`rate_limit.policies.reads.limit`).
+fn by_name(path: &str, config: &Config) -> String {
+    let named = path.strip_prefix("rate_limit.policies[").and_then(|rest| {
+        let (index, field) = rest.split_once(']')?;
+        let policy = config.rate_limit.policies.get(index.parse::<usize>().ok()?)?;
+        Some(format!("rate_limit.policies.{}{field}", policy.name))
+    });
+    named.unwrap_or_else(|| path.to_string())
+}
+
+/// The document, part by part, so that each error names where it is
+/// (`sessions.reaper_interval`, `rate_limit.policies.reads.limit`): serde's
+/// own messages name a field but not its parents.
+fn parse(mut doc: Value) -> Result<Doc, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(top) = doc.as_object_mut() else {
+        return Err(vec![FieldError { path: "body".into(), message: "a JSON object".into() }]);
+    };
+    for key in top.keys().filter(|k| !matches!(k.as_str(), "sessions" | "rate_limit")) {
+        errors.push(FieldError { path: key.clone(), message: "not a runtime setting".into() });
+    }
+    let sessions =
+        part::<SessionsPart>(top.remove("sessions").unwrap_or(Value::Null), "sessions", &mut errors);
+    let mut rate_limit = top.remove("rate_limit").unwrap_or(Value::Null);
+    if let Some(rl) = rate_limit.as_object() {
+        for key in rl.keys().filter(|k| k.as_str() != "policies") {
+            errors.push(FieldError {
+                path: format!("rate_limit.{key}"),
+                message: "not a runtime setting".into(),
+            });
+        }
+    }
+    let mut policies = BTreeMap::new();
+    match rate_limit.get_mut("policies").map(Value::take) {
+        Some(Value::Object(named)) => {
+            for (name, value) in named {
+                let path = format!("rate_limit.policies.{name}");
+                if let Some(p) = part::<PolicyPart>(value, &path, &mut errors) {
+                    policies.insert(name, p);
+                }
+            }
+        }
+        _ => errors.push(FieldError {
+            path: "rate_limit.policies".into(),
+            message: "an object of policies by name".into(),
+        }),
+    }
+    match sessions {
+        Some(sessions) if errors.is_empty() => Ok(Doc { sessions, rate_limit: RateLimitPart { policies } }),
+        _ => Err(errors),
+    }
+}
+
+fn part<T: serde::de::DeserializeOwned>(value: Value, path: &str, errors: &mut Vec<FieldError>) -> Option<T> {
+    serde_json::from_value(value)
+        .map_err(|e| {
+            // "unknown field `x`, expected …", "missing field `x`": name it.
+            let message = e.to_string();
+            let path = match message.split('`').nth(1) {
+                Some(field)
+                    if message.starts_with("unknown field") || message.starts_with("missing field") =>
+                {
+                    format!("{path}.{field}")
+                }
+                _ => path.to_string(),
+            };
+            errors.push(FieldError { path, message });
+        })
+        .ok()
 }
 
 #[cfg(test)]
@@ -221,7 +286,12 @@ mod tests {
         let f = file();
         let err = |p: Value| patch(&f, &json!({}), &p).unwrap_err();
         assert_eq!(err(json!({"sessions": {"max_per_user": 0}}))[0].path, "sessions.max_per_user");
-        assert_eq!(err(json!({"sessions": {"reaper_interval": "1s"}}))[0].path, "reaper_interval");
+        assert_eq!(err(json!({"sessions": {"reaper_interval": "1s"}}))[0].path, "sessions.reaper_interval");
+        assert_eq!(err(json!({"server": {"listen": "0.0.0.0:1"}}))[0].path, "server");
+        assert_eq!(
+            err(json!({"rate_limit": {"policies": {"default": {"limit": 0}}}}))[0].path,
+            "rate_limit.policies.default.limit"
+        );
         assert_eq!(
             err(json!({"rate_limit": {"policies": {"nope": {"limit": 1}}}}))[0].path,
             "rate_limit.policies.nope"
