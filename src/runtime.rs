@@ -13,7 +13,6 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
@@ -98,13 +97,9 @@ impl RuntimeConfig {
     /// even if the request that made it is dropped (timeout, disconnect).
     pub async fn patch(self: &Arc<Self>, admin: &str, patch: &Value) -> Result<Value, PatchError> {
         let (this, admin, patch) = (self.clone(), admin.to_string(), patch.clone());
-        let run = async move { this.patch_here(&admin, &patch).await }.instrument(tracing::Span::current());
         // With the request's context, so its audit line keeps the request id.
-        let task = match RequestContext::with_current(|c| c.cloned()) {
-            Some(context) => self.patches.spawn(context.scope(run)),
-            None => self.patches.spawn(run),
-        };
-        match task.await {
+        let run = async move { this.patch_here(&admin, &patch).await };
+        match RequestContext::spawn_in(&self.patches, run).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(PatchError::Store(StoreError::Unavailable("the server is shutting down".into()))),

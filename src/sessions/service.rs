@@ -135,12 +135,7 @@ impl SessionService {
         if self.store.changes_finish_in_one_poll() {
             return change.await;
         }
-        let change = change.instrument(tracing::Span::current());
-        let task = match RequestContext::with_current(|c| c.cloned()) {
-            Some(context) => self.changes.spawn(context.scope(change)),
-            None => self.changes.spawn(change),
-        };
-        match task.await {
+        match RequestContext::spawn_in(&self.changes, change).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(StoreError::Unavailable("the server is shutting down".into()).into()),

@@ -114,6 +114,21 @@ impl RequestContext {
         }
     }
 
+    /// Spawn `fut` on `tracker` as part of the current request, to run to its
+    /// end even if the request is dropped: with the request's span and, when
+    /// inside one, its context (so its log lines keep the request id).
+    pub fn spawn_in<T: Send + 'static>(
+        tracker: &tokio_util::task::TaskTracker,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        use tracing::Instrument;
+        let fut = fut.instrument(tracing::Span::current());
+        match Self::with_current(|c| c.cloned()) {
+            Some(context) => tracker.spawn(context.scope(fut)),
+            None => tracker.spawn(fut),
+        }
+    }
+
     /// The trace id of the current request, as 32 lowercase hex digits.
     pub fn current_trace_id() -> Option<String> {
         Self::with_current(|c| c.map(|c| c.trace_id.to_string()))

@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sessiongate::ratelimit::window::Counter;
 use sessiongate::ratelimit::{LimiterBackend, WindowCheck, WindowResult};
+use sessiongate::store::redis::Redis;
 use std::sync::Arc;
 
 /// At least a minute: Redis's TTLs run on its own clock, which hardly moves
@@ -62,10 +63,15 @@ fn cases(steps: usize) -> impl Strategy<Value = Case> {
     (policies, proptest::collection::vec((advance, 1..8u8), 1..steps))
 }
 
+/// Run one case; with `stored`, also read the principal's key in Redis at
+/// every step: it always has a TTL, and holds the counters in the format
+/// replicas of different versions share in a rolling upgrade (per policy and
+/// window three fields, each the counter's plain decimal integer).
 async fn run(
     limiter: &dyn LimiterBackend,
     principal: &str,
     (policies, steps): Case,
+    stored: Option<(&Redis, &str)>,
 ) -> Result<(), TestCaseError> {
     let checks: Vec<WindowCheck> = policies
         .iter()
@@ -93,13 +99,33 @@ async fn run(
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(
-            (spent, got.to_vec()),
-            want,
+            &(spent, got.to_vec()),
+            &want,
             "step {} at +{} ms, windows {:?}",
             step,
             now - T0,
             these
         );
+        if let Some((conn, prefix)) = stored {
+            let key = format!("{prefix}:rl:{{p:{principal}}}");
+            let ttl: i64 = conn.cmd(redis::cmd("PTTL").arg(&key)).await.unwrap();
+            prop_assert!(ttl > 0, "step {}: the key has a TTL (PTTL {})", step, ttl);
+            let mut fields = redis::cmd("HMGET");
+            fields.arg(&key);
+            for c in &these {
+                for part in ["b", "c", "p"] {
+                    fields.arg(format!("{}:{}:{part}", c.name, c.window_ms));
+                }
+            }
+            let held: Vec<Option<String>> = conn.cmd(&fields).await.unwrap();
+            let counters: Vec<Option<String>> = want
+                .1
+                .iter()
+                .flat_map(|r| [r.counter.bucket, r.counter.current as i64, r.counter.previous as i64])
+                .map(|n| Some(n.to_string()))
+                .collect();
+            prop_assert_eq!(held, counters, "step {}: the stored fields", step);
+        }
     }
     Ok(())
 }
@@ -110,15 +136,15 @@ fn the_memory_windows_match_the_reference_model() {
     let mut runner = TestRunner::new(Config { cases: 300, ..Config::default() });
     let result = runner.run(&cases(150), |case| {
         let limiter = sessiongate::ratelimit::memory::MemoryLimiter::default();
-        rt.block_on(run(&limiter, "p", case))
+        rt.block_on(run(&limiter, "p", case, None))
     });
     if let Err(e) = result {
         panic!("{e}");
     }
 }
 
-/// The same on Redis: one server of the test's own for all cases, each case
-/// a principal of its own.
+/// The same on Redis, with its stored keys checked too: one server of the
+/// test's own for all cases, each case a principal of its own.
 #[test]
 fn the_redis_windows_match_the_reference_model() {
     let server = crate::redis_server::RedisServer::start();
@@ -127,13 +153,14 @@ fn the_redis_windows_match_the_reference_model() {
     let config = crate::store_suite::redis_config(vec![server.url()], "limiter-model");
     let events =
         Arc::new(sessiongate::telemetry::Events::new(Arc::new(sessiongate::telemetry::Metrics::new())));
-    let conn = Arc::new(sessiongate::store::redis::Redis::new(&config, events).unwrap());
-    let limiter = sessiongate::ratelimit::redis::RedisLimiter::new(conn, std::time::Duration::from_secs(60));
+    let conn = Arc::new(Redis::new(&config, events).unwrap());
+    let limiter =
+        sessiongate::ratelimit::redis::RedisLimiter::new(conn.clone(), std::time::Duration::from_secs(60));
     let case = std::cell::Cell::new(0);
     let mut runner = TestRunner::new(Config { cases: 64, ..Config::default() });
     let result = runner.run(&cases(100), |c| {
         case.set(case.get() + 1);
-        rt.block_on(run(&limiter, &format!("p{}", case.get()), c))
+        rt.block_on(run(&limiter, &format!("p{}", case.get()), c, Some((&conn, "limiter-model"))))
     });
     if let Err(e) = result {
         panic!("{e}");

@@ -393,85 +393,8 @@ async fn a_leaked_concurrency_slot_lapses_at_its_deadline() {
     );
 }
 
-/// The Redis limiter's script against the memory limiter (itself held to the
-/// window maths' reference model): any policies (windows, limits, shadow or
-/// not), any times, any subset of them checked per request (routes with
-/// different policies share the principal's key), the same verdicts and
-/// counters at every step; and the key never lives without a TTL.
-#[test]
-fn the_redis_windows_agree_with_the_memory_windows() {
-    use proptest::prelude::*;
-    use proptest::test_runner::{Config, TestRunner};
-    use sessiongate::ratelimit::{LimiterBackend, WindowCheck, memory::MemoryLimiter};
-    let server = RedisServer::start();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let _entered = rt.enter();
-    let (conn, redis) = limiter_on(&server, "model");
-    // At least a minute: Redis's TTLs run on its own clock, which hardly moves
-    // while the test's jumps by days.
-    const WINDOWS: [i64; 3] = [60_000, 600_000, 3_600_000];
-    let policies = proptest::collection::vec((0..3usize, 1..6u64, proptest::bool::weighted(0.8)), 1..4);
-    let advance = prop_oneof![Just(0i64), 0..2_000i64, 0..150_000i64, 0..8_000_000i64];
-    let steps = proptest::collection::vec((advance, 1..8u8), 1..100);
-    let case = std::cell::Cell::new(0);
-    let mut runner = TestRunner::new(Config { cases: 64, ..Config::default() });
-    let result = runner.run(&(policies, steps), |(policies, steps)| {
-        case.set(case.get() + 1);
-        let principal = format!("p{}", case.get());
-        let memory = MemoryLimiter::default();
-        let checks: Vec<WindowCheck> = policies
-            .iter()
-            .enumerate()
-            .map(|(i, &(w, limit, enforce))| WindowCheck {
-                index: i,
-                name: std::sync::Arc::from(format!("w{i}")),
-                limit,
-                window_ms: WINDOWS[w],
-                enforce,
-            })
-            .collect();
-        let mut now = T0;
-        for (step, (advance, mask)) in steps.into_iter().enumerate() {
-            now += advance;
-            let mut these: Vec<WindowCheck> =
-                checks.iter().filter(|c| mask & (1 << c.index) != 0).cloned().collect();
-            if these.is_empty() {
-                these = checks.clone();
-            }
-            let (want, got, ttl, stored) = rt.block_on(async {
-                let want = memory.check_windows(&principal, &these, now).await.unwrap();
-                let got = redis.check_windows(&principal, &these, now).await.unwrap();
-                let key = format!("model:rl:{{p:{principal}}}");
-                let ttl: i64 = conn.cmd(redis::cmd("PTTL").arg(&key)).await.unwrap();
-                let mut fields = redis::cmd("HMGET");
-                fields.arg(&key);
-                for c in &these {
-                    for part in ["b", "c", "p"] {
-                        fields.arg(format!("{}:{}:{part}", c.name, c.window_ms));
-                    }
-                }
-                let stored: Vec<Option<String>> = conn.cmd(&fields).await.unwrap();
-                (want, got, ttl, stored)
-            });
-            prop_assert_eq!(&got, &want, "step {} at +{} ms, windows {:?}", step, now - T0, these);
-            prop_assert!(ttl > 0, "step {}: the key has a TTL (PTTL {})", step, ttl);
-            // The stored format, which replicas of different versions share
-            // in a rolling upgrade: per policy and window three fields, each
-            // the counter's plain decimal integer.
-            let counters: Vec<Option<String>> = got
-                .1
-                .iter()
-                .flat_map(|r| [r.counter.bucket, r.counter.current as i64, r.counter.previous as i64])
-                .map(|n| Some(n.to_string()))
-                .collect();
-            prop_assert_eq!(stored, counters, "step {}: the stored fields", step);
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-}
+// The Redis limiter's windows against the reference model, and the keys it
+// stores: limiter_model.rs.
 
 #[tokio::test]
 async fn a_tool_set_no_longer_configured_is_gauged_until_its_last_session_ends() {
