@@ -178,6 +178,7 @@ impl SessionService {
                         events.session_created(session);
                     }
                     CreateOutcome::LimitReached { .. } => events.session_limit_hit(false),
+                    CreateOutcome::IdempotencyKeysExhausted { .. } => events.idempotency_keys_exhausted(),
                     _ => {}
                 }
                 Ok(outcome)

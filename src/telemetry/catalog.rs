@@ -54,6 +54,9 @@ pub const SESSION_LIFETIME: &str = "sessiongate_session_lifetime_seconds";
 pub const SESSION_MIGRATIONS: &str = "sessiongate_session_migrations_total";
 pub const SESSION_HEARTBEATS: &str = "sessiongate_session_heartbeats_total";
 pub const SESSION_LIMIT_HITS: &str = "sessiongate_session_limit_hits_total";
+/// Not in DESIGN.md's catalog: without it, a `429 IDEMPOTENCY_KEYS_EXCEEDED`
+/// could only be told from a rate-limit refusal by its body.
+pub const IDEMPOTENCY_KEYS_EXHAUSTED: &str = "sessiongate_idempotency_keys_exhausted_total";
 pub const AGENT_QUERY_DURATION: &str = "sessiongate_agent_query_duration_seconds";
 pub const AUTH_FAILURES: &str = "sessiongate_auth_failures_total";
 pub const RATELIMIT_DECISIONS: &str = "sessiongate_ratelimit_decisions_total";
@@ -141,6 +144,14 @@ pub const CATALOG: &[MetricDef] = &[
         unit: None,
         help: "Creates that found the user at the session cap, by action taken (rejected, evicted).",
         labels: &["action"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: IDEMPOTENCY_KEYS_EXHAUSTED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Creates refused (429 IDEMPOTENCY_KEYS_EXCEEDED): the user already holds sessions.max_idempotency_keys_per_user unexpired keys.",
+        labels: &[],
         buckets: &[],
     },
     MetricDef {

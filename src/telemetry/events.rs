@@ -54,6 +54,7 @@ impl Events {
             m.counter(catalog::AUTH_FAILURES, vec![Label::new("reason", reason)]).absolute(0);
         }
         m.counter(catalog::SESSION_HEARTBEATS, vec![]).absolute(0);
+        m.counter(catalog::IDEMPOTENCY_KEYS_EXHAUSTED, vec![]).absolute(0);
         for source in values::CONFIG_SOURCES {
             m.counter(catalog::CONFIG_CHANGES, vec![Label::new("source", source)]).absolute(0);
         }
@@ -91,6 +92,10 @@ impl Events {
     pub fn session_limit_hit(&self, evicted: bool) {
         let action = if evicted { "evicted" } else { "rejected" };
         self.metrics.counter(catalog::SESSION_LIMIT_HITS, vec![Label::new("action", action)]).increment(1);
+    }
+
+    pub fn idempotency_keys_exhausted(&self) {
+        self.metrics.counter(catalog::IDEMPOTENCY_KEYS_EXHAUSTED, vec![]).increment(1);
     }
 
     pub fn session_migrated(&self, from: &Arc<str>, to: &Arc<str>) {

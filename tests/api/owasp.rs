@@ -63,6 +63,9 @@ async fn api4_the_idempotency_keys_a_user_holds_are_bounded() {
     assert_eq!(r.headers()["retry-after"], "420", "the oldest key expires 10m after it was sent, 3m ago");
     let p = assert_problem(r, StatusCode::TOO_MANY_REQUESTS, "IDEMPOTENCY_KEYS_EXCEEDED").await;
     assert_eq!(p["max_idempotency_keys"], 3);
+    // Counted as what it is, not as a rate-limit or session-cap refusal.
+    assert_eq!(app.metric("sessiongate_idempotency_keys_exhausted_total").await, Some(1.0));
+    assert_eq!(app.metric(r#"sessiongate_session_limit_hits_total{action="rejected"}"#).await, Some(0.0));
     let replay = create(Some("k-0".into())).await;
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
