@@ -8,7 +8,7 @@ use crate::config::runtime::{self, FieldError};
 use crate::ratelimit::{self, RateLimiter};
 use crate::sessions::{Limits, SessionService, StoreError};
 use crate::store::overrides::{OverridesStore, Saved};
-use crate::telemetry::{Events, RequestContext};
+use crate::telemetry::{Detached, Events};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +33,8 @@ pub struct RuntimeConfig {
     store: Arc<dyn OverridesStore>,
     /// Held across a PATCH's save so two PATCHes here cannot interleave.
     current: tokio::sync::Mutex<Current>,
-    /// PATCHes running to their end; shutdown waits for them (`finish`).
-    patches: tokio_util::task::TaskTracker,
+    /// Where a PATCH runs to its end, even if its request is dropped.
+    detached: Detached,
     service: Arc<SessionService>,
     limiter: Arc<RateLimiter>,
     events: Arc<Events>,
@@ -50,6 +50,7 @@ impl RuntimeConfig {
         limiter: Arc<RateLimiter>,
         events: Arc<Events>,
         routes: &'static [&'static str],
+        detached: Detached,
     ) -> anyhow::Result<Arc<Self>> {
         let current =
             Current { version: 0, overrides: Value::Object(Default::default()), effective: file.clone() };
@@ -57,7 +58,7 @@ impl RuntimeConfig {
             file,
             store,
             current: tokio::sync::Mutex::new(current),
-            patches: tokio_util::task::TaskTracker::new(),
+            detached,
             service,
             limiter,
             events,
@@ -99,20 +100,9 @@ impl RuntimeConfig {
         let (this, admin, patch) = (self.clone(), admin.to_string(), patch.clone());
         // With the request's context, so its audit line keeps the request id.
         let run = async move { this.patch_here(&admin, &patch).await };
-        match RequestContext::spawn_in(&self.patches, run).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(PatchError::Store(StoreError::Unavailable("the server is shutting down".into()))),
-        }
-    }
-
-    /// At shutdown: wait (up to `within`) for PATCHes whose requests were
-    /// dropped, so each is applied and its audit line written.
-    pub async fn finish(&self, within: Duration) {
-        self.patches.close();
-        if tokio::time::timeout(within, self.patches.wait()).await.is_err() {
-            tracing::warn!(left = self.patches.len(), "runtime config changes still running at shutdown");
-        }
+        self.detached.run(run).await.unwrap_or_else(|| {
+            Err(PatchError::Store(StoreError::Unavailable("the server is shutting down".into())))
+        })
     }
 
     async fn patch_here(&self, admin: &str, patch: &Value) -> Result<Value, PatchError> {

@@ -13,7 +13,7 @@ use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{self, LimiterBackend, MemoryLimiter, RateLimiter};
 use crate::runtime::RuntimeConfig;
 use crate::sessions::{Limits, ServiceParts, SessionService, ToolSets};
-use crate::telemetry::{Events, Metrics};
+use crate::telemetry::{Detached, Events, Metrics};
 use crate::{agent, store};
 use anyhow::{Context, bail};
 use std::future::Future;
@@ -47,6 +47,8 @@ pub struct Application {
     config: Config,
     dev: Option<DevCredentials>,
     jwks: Option<Arc<Jwks>>,
+    /// Work of requests that went away, which shutdown waits for.
+    detached: Detached,
 }
 
 impl Application {
@@ -98,6 +100,7 @@ impl Application {
             config.rate_limit.per_ip.burst,
             &config.server.trusted_proxies,
         );
+        let detached = Detached::default();
         let service = Arc::new(SessionService::new(ServiceParts {
             store,
             agent: agent::build(&config.agent).context("agent")?,
@@ -106,6 +109,7 @@ impl Application {
             limits: Limits::from(&config.sessions),
             agent_timeout: config.agent.timeout,
             events: events.clone(),
+            detached: detached.clone(),
         }));
         let (auth, jwks) =
             auth::build(&config.auth, secret.as_ref(), options.production, events.clone()).await?;
@@ -143,6 +147,7 @@ impl Application {
             limiter.clone(),
             events.clone(),
             http::LIMITABLE_ROUTES,
+            detached.clone(),
         )
         .await?;
         let state = AppState::new(AppParts {
@@ -158,7 +163,7 @@ impl Application {
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
         });
-        Ok(Self { listener, metrics_listener, state, config, dev, jwks })
+        Ok(Self { listener, metrics_listener, state, config, dev, jwks, detached })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -189,7 +194,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Application { listener, metrics_listener, state, config, jwks, .. } = self;
+        let Application { listener, metrics_listener, state, config, jwks, detached, .. } = self;
         let stop = CancellationToken::new();
         // The grace is over: what is still in flight is dropped (a 499 each).
         let abort = CancellationToken::new();
@@ -290,9 +295,8 @@ impl Application {
                 Ok(())
             }
         };
-        // Store changes whose clients went away: each within a store call's bound.
-        state.service.finish_changes(config.store.command_timeout * 2).await;
-        state.runtime.finish(config.store.command_timeout * 2).await;
+        // Changes whose clients went away: each within a store call's bound.
+        detached.finish(config.store.command_timeout * 2).await;
         served?;
         tracing::info!(event = "stopped", "stopped");
         Ok(())

@@ -8,7 +8,7 @@ use super::store::{Activity, CreateOutcome, CreateRequest, IdempotencyRequest, S
 use super::tool_sets::ToolSets;
 use crate::agent::{Agent, AgentError, AgentRequest};
 use crate::clock::{Clock, Millis};
-use crate::telemetry::{Events, RequestContext};
+use crate::telemetry::{Detached, Events, RequestContext};
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -69,9 +69,8 @@ pub struct SessionService {
     limits: RwLock<Limits>,
     agent_timeout: Duration,
     events: Arc<Events>,
-    /// The store changes running detached (`to_the_end`), which shutdown
-    /// waits for.
-    changes: tokio_util::task::TaskTracker,
+    /// Where store changes run to their end (`to_the_end`).
+    detached: Detached,
 }
 
 pub struct ServiceParts {
@@ -82,6 +81,8 @@ pub struct ServiceParts {
     pub limits: Limits,
     pub agent_timeout: Duration,
     pub events: Arc<Events>,
+    /// Where changes whose request is dropped still run to their end.
+    pub detached: Detached,
 }
 
 impl SessionService {
@@ -94,7 +95,7 @@ impl SessionService {
             limits: RwLock::new(parts.limits),
             agent_timeout: parts.agent_timeout,
             events: parts.events,
-            changes: tokio_util::task::TaskTracker::new(),
+            detached: parts.detached,
         }
     }
 
@@ -135,11 +136,10 @@ impl SessionService {
         if self.store.changes_finish_in_one_poll() {
             return change.await;
         }
-        match RequestContext::spawn_in(&self.changes, change).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(StoreError::Unavailable("the server is shutting down".into()).into()),
-        }
+        self.detached
+            .run(change)
+            .await
+            .unwrap_or_else(|| Err(StoreError::Unavailable("the server is shutting down".into()).into()))
     }
 
     fn tool_set(&self, name: &str) -> Result<Arc<str>, ServiceError> {
@@ -342,19 +342,6 @@ impl SessionService {
             Ok(ended)
         })
         .await
-    }
-
-    /// At shutdown, once no request is left: wait up to `within` for the
-    /// store changes whose clients went away, so their events are counted
-    /// before the process ends.
-    pub async fn finish_changes(&self, within: Duration) {
-        self.changes.close();
-        if tokio::time::timeout(within, self.changes.wait()).await.is_err() {
-            tracing::warn!(
-                left = self.changes.len(),
-                "store changes still running at shutdown; their events are lost"
-            );
-        }
     }
 
     pub async fn ready(&self) -> Result<(), ServiceError> {

@@ -13,7 +13,7 @@ pub mod trace_context;
 
 pub use events::Events;
 pub use metrics::Metrics;
-pub use trace_context::RequestContext;
+pub use trace_context::{Detached, RequestContext};
 
 use crate::config::{LogFormat, TelemetryConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;

@@ -11,6 +11,8 @@
 //!
 //! The context lives in a task-local for the duration of the request, so that
 //! every log line written inside it carries the ids without touching spans.
+//! `Detached` carries it into work a request starts that must outlive the
+//! request (a store change whose client went away).
 //! Knows nothing of HTTP routing or handlers.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -111,21 +113,6 @@ impl RequestContext {
         match CURRENT.try_with(|c| (f.take().expect("called once"))(Some(c))) {
             Ok(r) => r,
             Err(_) => (f.take().expect("not called"))(None),
-        }
-    }
-
-    /// Spawn `fut` on `tracker` as part of the current request, to run to its
-    /// end even if the request is dropped: with the request's span and, when
-    /// inside one, its context (so its log lines keep the request id).
-    pub fn spawn_in<T: Send + 'static>(
-        tracker: &tokio_util::task::TaskTracker,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> tokio::task::JoinHandle<T> {
-        use tracing::Instrument;
-        let fut = fut.instrument(tracing::Span::current());
-        match Self::with_current(|c| c.cloned()) {
-            Some(context) => tracker.spawn(context.scope(fut)),
-            None => tracker.spawn(fut),
         }
     }
 
@@ -277,5 +264,44 @@ mod tests {
         assert_ne!(a.trace_id, b.trace_id);
         assert_ne!(a.trace_id, TraceId::INVALID);
         assert!(!a.sampled);
+    }
+}
+
+/// Work a request starts that must run to its end even if the request is
+/// dropped meanwhile (its client went away, its deadline passed): a store
+/// change a remote store will still apply, a runtime-config change. One for
+/// the process; shutdown waits for what is still running (`finish`).
+#[derive(Clone, Default)]
+pub struct Detached(tokio_util::task::TaskTracker);
+
+impl Detached {
+    /// Run `fut` in a task of its own, with the current request's span and,
+    /// inside one, its context (so its log lines keep the request id).
+    /// `None` when the runtime cancelled it (the process is ending); a panic
+    /// is resumed here.
+    pub async fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Option<T> {
+        use tracing::Instrument;
+        let fut = fut.instrument(tracing::Span::current());
+        let task = match RequestContext::with_current(|c| c.cloned()) {
+            Some(context) => self.0.spawn(context.scope(fut)),
+            None => self.0.spawn(fut),
+        };
+        match task.await {
+            Ok(done) => Some(done),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
+    }
+
+    /// At shutdown, once no request is left: wait up to `within` for what is
+    /// still running, so its events are counted and logged.
+    pub async fn finish(&self, within: std::time::Duration) {
+        self.0.close();
+        if tokio::time::timeout(within, self.0.wait()).await.is_err() {
+            tracing::warn!(
+                left = self.0.len(),
+                "work of requests that went away still running at shutdown; its events are lost"
+            );
+        }
     }
 }
