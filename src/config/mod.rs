@@ -578,8 +578,8 @@ impl Config {
             };
             for u in urls {
                 check(
-                    u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"),
-                    "store.redis_url / store.redis_cluster_urls: must be redis:// or rediss:// URLs",
+                    u.expose().starts_with("redis://"),
+                    "store.redis_url / store.redis_cluster_urls: must be redis:// URLs (TLS is not supported)",
                 );
             }
         }
@@ -770,6 +770,21 @@ mod tests {
         let e =
             Config::from_toml("[auth]\njwks_url = \"http://idp.example.com/jwks\"").unwrap_err().to_string();
         assert!(e.contains("auth.jwks_url"), "{e}");
+    }
+
+    #[test]
+    fn redis_urls_must_be_plain_redis() {
+        for toml in [
+            "[store]\nbackend = \"redis\"\nredis_url = \"rediss://127.0.0.1:6379\"",
+            "[store]\nbackend = \"redis\"\nredis_url = \"unix:///run/redis.sock\"",
+            "[store]\nbackend = \"redis\"\nredis_cluster_urls = [\"rediss://127.0.0.1:7000\"]",
+        ] {
+            let e = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(e.contains("store.redis_url / store.redis_cluster_urls"), "{toml}: {e}");
+        }
+        assert!(
+            Config::from_toml("[store]\nbackend = \"redis\"\nredis_url = \"redis://:pw@r:6380/2\"").is_ok()
+        );
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! One connection to Redis, single node or Cluster, shared by the session
 //! store and the rate limiter.
 //!
-//! - Single node: redis-rs's `ConnectionManager`, created lazily, so the
-//!   server starts (unready) while Redis is down and reconnects by itself.
+//! - Single node: our own pipelined connection ([`super::pipe`]), made on
+//!   first use, so the server starts (unready) while Redis is down, and made
+//!   again on the first use after it failed.
 //! - Cluster: redis-rs's cluster connection, established on first use and
 //!   retried on later uses until it succeeds; it follows slot moves itself.
 //!
 //! Every call is bounded by `store.command_timeout`. Losing and regaining
 //! Redis is logged once each and shown by `sessiongate_store_up`.
 
+use super::pipe::{Pipe, PipeRef};
 use crate::config::StoreConfig;
 use crate::telemetry::Events;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::sync::Arc;
@@ -26,13 +28,12 @@ pub enum RedisFailure {
     Redis(#[from] redis::RedisError),
 }
 
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
+enum Conn<'a> {
+    Single(PipeRef<'a>),
     Cluster(ClusterConnection),
 }
 
-impl ConnectionLike for Conn {
+impl ConnectionLike for Conn<'_> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
@@ -70,7 +71,7 @@ pub fn evalsha(script: &redis::Script, keys: &[&str]) -> Cmd {
 }
 
 pub struct Redis {
-    single: Option<ConnectionManager>,
+    single: Option<Pipe>,
     cluster: Option<(redis::cluster::ClusterClient, tokio::sync::OnceCell<ClusterConnection>)>,
     timeout: Duration,
     prefix: String,
@@ -84,15 +85,9 @@ impl Redis {
         let (single, cluster) = if config.redis_cluster_urls.is_empty() {
             let client = redis::Client::open(config.redis_url.expose())
                 .map_err(|e| anyhow::anyhow!("store.redis_url: {e}"))?;
-            let manager_config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                // `script` and `cmd` bound every call themselves (waiting for a
-                // reconnect included); a second timer per command inside
-                // redis-rs would only cost time.
-                .set_response_timeout(None)
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            (Some(ConnectionManager::new_lazy_with_config(client, manager_config)?), None)
+            let pipe = Pipe::new(client.get_connection_info())
+                .map_err(|e| anyhow::anyhow!("store.redis_url: {e}"))?;
+            (Some(pipe), None)
         } else {
             let nodes: Vec<&str> = config.redis_cluster_urls.iter().map(|u| u.expose()).collect();
             let client = redis::cluster::ClusterClient::builder(nodes)
@@ -122,9 +117,9 @@ impl Redis {
         &self.events
     }
 
-    async fn conn(&self) -> Result<Conn, RedisFailure> {
-        if let Some(m) = &self.single {
-            return Ok(Conn::Single(m.clone()));
+    async fn conn(&self) -> Result<Conn<'_>, RedisFailure> {
+        if let Some(pipe) = &self.single {
+            return Ok(Conn::Single(PipeRef(pipe)));
         }
         let (client, cell) = self.cluster.as_ref().expect("single or cluster");
         let c = cell.get_or_try_init(|| async { client.get_async_connection().await }).await?;

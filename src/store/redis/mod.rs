@@ -16,6 +16,7 @@
 //! behavioural suite holds them to it.
 
 mod conn;
+mod pipe;
 
 pub use conn::{Redis, RedisFailure, evalsha};
 
