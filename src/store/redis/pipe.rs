@@ -326,27 +326,43 @@ struct Io<S> {
     read: Vec<u8>,
     parsed: usize,
     filled: usize,
+    /// New commands were found and the task yielded once before writing
+    /// them (see `run`).
+    yielded: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     fn new(stream: S, shared: Arc<Shared>, mut read: Vec<u8>) -> Self {
         let filled = read.len();
         read.resize(READ_BUFFER.max(2 * filled), 0);
-        Self { stream, shared, write: Vec::new(), written: 0, read, parsed: 0, filled }
+        Self { stream, shared, write: Vec::new(), written: 0, read, parsed: 0, filled, yielded: false }
     }
 
     /// Make every step that can be made now; `Ok` once none can (each
     /// pending step has registered the waker).
     fn run(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        // New commands are written on the task's next turn, not this one:
+        // the tasks already ready to run (under load, other requests about
+        // to send theirs) go first, and one write carries them all. A write
+        // costs the same system time for one command as for thirty.
+        let mut hold = false;
         loop {
             let mut moved = false;
-            if self.written == self.write.len() {
+            if self.written == self.write.len() && !hold {
                 self.write.clear();
                 self.written = 0;
                 let mut state = self.shared.state.lock().expect("redis pipe lock");
-                std::mem::swap(&mut self.write, &mut state.out);
-                if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    state.waker = Some(cx.waker().clone());
+                if !state.out.is_empty() && !self.yielded {
+                    // No waker left in `state`: callers need not wake us.
+                    (self.yielded, hold) = (true, true);
+                    drop(state);
+                    cx.waker().wake_by_ref();
+                } else {
+                    self.yielded = false;
+                    std::mem::swap(&mut self.write, &mut state.out);
+                    if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        state.waker = Some(cx.waker().clone());
+                    }
                 }
             }
             while self.written < self.write.len() {
