@@ -125,6 +125,12 @@ pub struct LimiterError(pub String);
 pub trait LimiterBackend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
+    /// A check waits for a network round trip (Redis): worth overlapping
+    /// with a safe request's own reads (`http::middleware::gated`).
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// Atomically for `principal`: check every window at `now`; if every
     /// enforced one admits, count the request in all of them. Returns whether
     /// it was counted, and each window's result in the order given.
@@ -221,6 +227,11 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// See [`LimiterBackend::remote`].
+    pub fn is_remote(&self) -> bool {
+        self.backend.remote()
+    }
+
     pub fn new(
         policies: Vec<Policy>,
         backend: Arc<dyn LimiterBackend>,

@@ -71,6 +71,10 @@ impl LimiterBackend for RedisLimiter {
         "redis"
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     async fn check_windows(
         &self,
         principal: &str,

@@ -172,6 +172,53 @@ async fn restarting_sessiongate_loses_no_session() {
     assert_eq!(got, s);
 }
 
+/// On Redis a GET's handler runs alongside the limiter's check (one round
+/// trip instead of two): what the client sees must be what it was when the
+/// check came first.
+#[tokio::test]
+async fn a_get_read_alongside_the_limit_answers_as_if_the_limit_came_first() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(&format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+         [[rate_limit.policies]]\nname = \"reads\"\nlimit = 3\nwindow = \"60s\"\n\
+         routes = [\"GET /v1/sessions/{{id}}\"]",
+        redis.url()
+    ))
+    .await;
+    let erin = token("erin");
+    let created = app.post(&erin, "/v1/sessions", json!({"tool_set": "general"})).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/sessions/{id}");
+    for left in [2, 1, 0] {
+        let r = app.get(&erin, &path).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let limit = r.headers()["ratelimit"].to_str().unwrap().to_string();
+        assert_eq!(limit, format!("\"reads\";r={left};t=60"), "spent in order");
+        assert_eq!(r.json::<Value>().await.unwrap()["id"], json!(id));
+    }
+    // The reads ran alongside the checks: a refused one has read too.
+    let reads = r#"sessiongate_store_operation_duration_seconds_count{backend="redis",operation="get"}"#;
+    let read_before = app.metric(reads).await.unwrap_or(0.0);
+    // Refused: a 429 and nothing of the session, for a session that exists
+    // and for one that does not (the limit answers, not the handler).
+    for path in [path.clone(), "/v1/sessions/0190f7d2-0000-7000-8000-000000000000".to_string()] {
+        let r = app.get(&erin, &path).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert!(r.headers().contains_key("retry-after"));
+        let body = r.json::<Value>().await.unwrap();
+        assert_eq!(body["code"], json!("RATE_LIMITED"), "{body}");
+        assert!(body.get("tool_set").is_none() && body.get("id").is_none(), "{body}");
+    }
+    assert_eq!(app.metric(reads).await, Some(read_before + 2.0), "read alongside the refusing checks");
+    // Another user's session is a 404 while the limit admits.
+    let frank = token("frank");
+    assert_eq!(app.get(&frank, &path).await.status(), StatusCode::NOT_FOUND);
+    // A HEAD is a GET.
+    let head = client().head(app.url(&path)).bearer_auth(&erin).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
 #[tokio::test]
 async fn the_rate_limiter_fails_open_or_closed_as_configured() {
     // A shadow policy never rejects, not even with `deny`.
