@@ -449,7 +449,8 @@ fn render_problem(
 /// rather than after it: its reads change nothing, so a refused request's
 /// answer is the same 429, and an admitted one waits for one Redis round
 /// trip instead of two (both commands leave in one write). The cost: a
-/// refused read has made its read too.
+/// refused read has made its read too. Not where a concurrency policy
+/// applies: its slot is taken before any of the request's work starts.
 async fn gated(
     state: &AppState,
     found: Option<RouteInfo>,
@@ -471,7 +472,8 @@ async fn gated(
     };
     let alongside = found.access == Access::Authenticated
         && matches!(*req.method(), Method::GET | Method::HEAD)
-        && state.limiter.is_remote();
+        && state.limiter.is_remote()
+        && !state.limiter.caps_in_flight(method, found.template);
     let (admitted, mut response) = if alongside {
         // The handler's `Caller`.
         req.extensions_mut().insert(principal.clone());
@@ -496,24 +498,30 @@ async fn gated(
 
 /// Run `handler` alongside `check`: the handler's response once the check
 /// admits; the check's refusal (the handler dropped, wherever it got to)
-/// if it refuses.
+/// if it refuses. A handler that panics does so only once the check has
+/// admitted, as if it had run after it.
 async fn first_admitted(
     check: impl Future<Output = Result<Admitted, Response<Body>>>,
     handler: impl Future<Output = Response<Body>>,
 ) -> Result<(Admitted, Response<Body>), Response<Body>> {
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    use std::task::Poll;
     let (mut check, mut handler) = (std::pin::pin!(check), std::pin::pin!(handler));
     let mut answered = None;
     let admitted = std::future::poll_fn(|cx| {
-        if answered.is_none()
-            && let std::task::Poll::Ready(response) = handler.as_mut().poll(cx)
-        {
-            answered = Some(response);
+        if answered.is_none() {
+            match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
+                Ok(Poll::Ready(response)) => answered = Some(Ok(response)),
+                Ok(Poll::Pending) => {}
+                Err(panic) => answered = Some(Err(panic)),
+            }
         }
         check.as_mut().poll(cx)
     })
     .await?;
     let response = match answered {
-        Some(response) => response,
+        Some(Ok(response)) => response,
+        Some(Err(panic)) => resume_unwind(panic),
         None => handler.await,
     };
     Ok((admitted, response))
@@ -640,6 +648,32 @@ mod tests {
         let now = Instant::now();
         assert_eq!(deadline(now, Duration::from_secs(5)), now + Duration::from_secs(5));
         assert!(deadline(now, Duration::MAX) > now + Duration::from_secs(365 * 86_400));
+    }
+
+    #[tokio::test]
+    async fn alongside_the_check_a_refusal_wins_and_a_handler_panic_waits_for_admission() {
+        let admitted = || async { Ok::<_, Response<Body>>(Admitted { headers: None, guard: None }) };
+        let refused = || async {
+            tokio::task::yield_now().await;
+            Err::<Admitted, _>(StatusCode::TOO_MANY_REQUESTS.into_response())
+        };
+        let ok = || async { StatusCode::OK.into_response() };
+        let panics = || async {
+            if true {
+                panic!("handler bug");
+            }
+            StatusCode::OK.into_response()
+        };
+        let (_, r) = first_admitted(admitted(), ok()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let status = |r: Result<(Admitted, Response<Body>), Response<Body>>| r.err().map(|r| r.status());
+        assert_eq!(status(first_admitted(refused(), ok()).await), Some(StatusCode::TOO_MANY_REQUESTS));
+        // A handler that panics before a refusal arrives: the refusal, as if it had not run.
+        assert_eq!(status(first_admitted(refused(), panics()).await), Some(StatusCode::TOO_MANY_REQUESTS));
+        // Admitted: the panic goes on, to `guarded`'s 500.
+        let outcome =
+            tokio::spawn(async move { first_admitted(admitted(), panics()).await.map(|_| ()) }).await;
+        assert!(outcome.unwrap_err().is_panic());
     }
 
     #[tokio::test]

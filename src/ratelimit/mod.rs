@@ -232,6 +232,13 @@ impl RateLimiter {
         self.backend.remote()
     }
 
+    /// Does a concurrency policy apply to this route (its slot must be
+    /// taken before the handler starts)?
+    pub fn caps_in_flight(&self, method: &str, route: &str) -> bool {
+        let method = if method == "HEAD" { "GET" } else { method };
+        self.policies.load().iter().any(|p| p.kind == PolicyKind::Concurrency && p.applies(method, route))
+    }
+
     pub fn new(
         policies: Vec<Policy>,
         backend: Arc<dyn LimiterBackend>,

@@ -217,6 +217,25 @@ async fn a_get_read_alongside_the_limit_answers_as_if_the_limit_came_first() {
     // A HEAD is a GET.
     let head = client().head(app.url(&path)).bearer_auth(&erin).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Where a concurrency policy applies, its slot comes first: a refused
+    // read reads nothing.
+    let capped = spawn_app_with(&format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"capped\"\n\
+         [[rate_limit.policies]]\nname = \"reads\"\nlimit = 1\nwindow = \"60s\"\n\
+         routes = [\"GET /v1/sessions/{{id}}\"]\n\
+         [[rate_limit.policies]]\nname = \"in-flight\"\nkind = \"concurrency\"\nlimit = 5\n\
+         routes = [\"GET /v1/sessions/{{id}}\"]",
+        redis.url()
+    ))
+    .await;
+    let created = capped.post(&erin, "/v1/sessions", json!({"tool_set": "general"})).await;
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/sessions/{id}");
+    assert_eq!(capped.get(&erin, &path).await.status(), StatusCode::OK);
+    let read_before = capped.metric(reads).await.unwrap_or(0.0);
+    assert_eq!(capped.get(&erin, &path).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(capped.metric(reads).await, Some(read_before), "no read before the slot and the windows");
 }
 
 #[tokio::test]

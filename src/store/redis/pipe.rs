@@ -68,6 +68,8 @@ struct Shared {
 struct State {
     /// A connection is up and its I/O task takes commands.
     open: bool,
+    /// Which connection is (or was last) open: an I/O task closes only its own.
+    generation: u64,
     /// Commands queued and not yet taken by the I/O task.
     out: Vec<u8>,
     /// One per command (or pipeline) sent or queued, oldest first.
@@ -176,6 +178,9 @@ impl Pipe {
         offset: usize,
         count: usize,
     ) -> Result<Vec<Value>, RedisError> {
+        if offset + count == 0 {
+            return Ok(Vec::new()); // nothing sent, nothing to wait for
+        }
         let (tx, rx) = oneshot::channel();
         let waiter = Waiter::Many { skip: offset, keep: count, got: Vec::with_capacity(count), tx };
         self.send(|out| out.extend_from_slice(&pipeline.get_packed_pipeline()), waiter).await?;
@@ -225,14 +230,18 @@ impl Pipe {
         {
             return Err(e.clone());
         }
+        // An attempt its caller gives up on (a connect or a greeting that
+        // hangs) counts as failed too: the callers behind it fail at once
+        // for the pause instead of each waiting out a hung attempt of its own.
+        let attempt = Attempt(Some(&mut last));
         let opened = match tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await {
-            Ok(stream) => match stream.set_nodelay(true) {
+            Ok(stream) => match tune(&stream) {
                 Ok(()) => self.open(stream).await,
                 Err(e) => Err(e.into()),
             },
             Err(e) => Err(e.into()),
         };
-        *last = opened.as_ref().err().map(|e| (Instant::now(), e.clone()));
+        attempt.end(&opened);
         opened
     }
 
@@ -258,11 +267,16 @@ impl Pipe {
                         return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
                     }
                 };
-                value.extract_error()?;
+                // A refused greeting (WRONGPASS, NOAUTH, a bad SELECT) is a
+                // connection that cannot be had: Redis is unavailable to us.
+                if let Err(e) = value.extract_error() {
+                    return Err(io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()).into());
+                }
             }
         }
-        let io = Io::new(stream, self.shared.clone(), buf.split_off(pos));
         let mut state = self.shared.state.lock().expect("redis pipe lock");
+        state.generation += 1;
+        let io = Io::new(stream, self.shared.clone(), state.generation, buf.split_off(pos));
         state.out.clear();
         state.open = true;
         state.task = Some(tokio::spawn(io).abort_handle());
@@ -272,7 +286,7 @@ impl Pipe {
 
 impl Drop for Pipe {
     fn drop(&mut self) {
-        let mut state = self.shared.state.lock().expect("redis pipe lock");
+        let mut state = self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(task) = state.task.take() {
             task.abort();
         }
@@ -289,6 +303,42 @@ fn close(state: &mut State, e: &io::Error) {
     for waiter in state.waiting.drain(..) {
         waiter.fail(e);
     }
+}
+
+/// Records a connect attempt's failure, also when its caller drops it.
+struct Attempt<'a, 'b>(Option<&'a mut tokio::sync::MutexGuard<'b, Option<(Instant, RedisError)>>>);
+
+impl Attempt<'_, '_> {
+    fn end(mut self, result: &Result<(), RedisError>) {
+        if let Some(last) = self.0.take() {
+            **last = result.as_ref().err().map(|e| (Instant::now(), e.clone()));
+        }
+    }
+}
+
+impl Drop for Attempt<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(last) = self.0.take() {
+            let e = io::Error::new(io::ErrorKind::TimedOut, "connecting to redis took too long");
+            **last = Some((Instant::now(), e.into()));
+        }
+    }
+}
+
+/// No Nagle delay (commands are written whole), and a dead peer noticed:
+/// keepalive probes on an idle connection, and a bound on how long sent
+/// data may go unacknowledged (a host that vanished, a network split). A
+/// Redis that is slow or paused still acknowledges at the TCP level, and is
+/// waited for.
+fn tune(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(Duration::from_secs(10)))
 }
 
 /// `&Pipe` as a redis-rs connection, so `Cmd::query_async` and
@@ -319,6 +369,7 @@ impl ConnectionLike for PipeRef<'_> {
 struct Io<S> {
     stream: S,
     shared: Arc<Shared>,
+    generation: u64,
     /// Taken from `State::out`, written from `written` on.
     write: Vec<u8>,
     written: usize,
@@ -332,10 +383,20 @@ struct Io<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
-    fn new(stream: S, shared: Arc<Shared>, mut read: Vec<u8>) -> Self {
+    fn new(stream: S, shared: Arc<Shared>, generation: u64, mut read: Vec<u8>) -> Self {
         let filled = read.len();
         read.resize(READ_BUFFER.max(2 * filled), 0);
-        Self { stream, shared, write: Vec::new(), written: 0, read, parsed: 0, filled, yielded: false }
+        Self {
+            stream,
+            shared,
+            generation,
+            write: Vec::new(),
+            written: 0,
+            read,
+            parsed: 0,
+            filled,
+            yielded: false,
+        }
     }
 
     /// Make every step that can be made now; `Ok` once none can (each
@@ -428,11 +489,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         }
         if self.parsed == self.filled {
             (self.parsed, self.filled) = (0, 0);
+            if self.read.len() > READ_BUFFER {
+                // Grown for one large reply: back to the usual size.
+                self.read.truncate(READ_BUFFER);
+                self.read.shrink_to_fit();
+            }
         } else if self.parsed > self.read.len() / 2 {
             self.read.copy_within(self.parsed..self.filled, 0);
             (self.parsed, self.filled) = (0, self.filled - self.parsed);
         }
         Ok(())
+    }
+}
+
+impl<S> Io<S> {
+    /// Close this task's connection, unless a newer one has replaced it.
+    fn close(&self, e: &io::Error) {
+        let mut state = self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.generation == self.generation && state.open {
+            close(&mut state, e);
+        }
     }
 }
 
@@ -445,10 +521,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Io<S> {
             Ok(()) => Poll::Pending,
             Err(e) => {
                 tracing::debug!(error = %e, "redis connection failed");
-                close(&mut this.shared.state.lock().expect("redis pipe lock"), &e);
+                this.close(&e);
                 Poll::Ready(())
             }
         }
+    }
+}
+
+/// A task that ends any other way (aborted, or a panic) leaves no one
+/// waiting on a connection nobody serves.
+impl<S> Drop for Io<S> {
+    fn drop(&mut self) {
+        self.close(&io::Error::new(io::ErrorKind::ConnectionAborted, "the redis connection ended"));
     }
 }
 
@@ -757,6 +841,77 @@ mod tests {
         });
         let e = pipe.request(&command(&["PING"])).await.unwrap_err();
         assert!(e.to_string().contains("WRONGPASS"), "{e}");
+        assert!(e.is_io_error(), "counted as Redis unavailable: {e:?}");
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_greeting_that_hangs_pauses_the_callers_behind_it() {
+        let (listener, url) = fake_redis().await;
+        let pipe = pipe(&url);
+        let server = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            conn // accepted, never answered
+        });
+        let ping = command(&["PING"]);
+        let first = tokio::time::timeout(Duration::from_millis(100), pipe.request(&ping));
+        assert!(first.await.is_err(), "the caller gave up");
+        // The next caller is told at once rather than starting a hung attempt of its own.
+        let next = tokio::time::timeout(Duration::from_secs(2), pipe.request(&ping));
+        let e = next.await.expect("an answer within the pause").unwrap_err();
+        assert!(e.is_timeout(), "{e:?}");
+        drop(server.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_io_task_that_ends_leaves_no_one_waiting_and_the_next_command_reconnects() {
+        let (listener, _) = fake_redis().await;
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let pipe = pipe(&url);
+        let server = tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            expect(&mut first, &packed(&["GET", "a"])).await;
+            let (mut second, _) = listener.accept().await.unwrap();
+            expect(&mut second, &packed(&["PING"])).await;
+            second.write_all(b"+PONG\r\n").await.unwrap();
+            (first, second)
+        });
+        let pipe = Arc::new(pipe);
+        let waiting = tokio::spawn({
+            let pipe = pipe.clone();
+            async move { pipe.request(&command(&["GET", "a"])).await }
+        });
+        // Once the command is on the wire, end the task.
+        let task = loop {
+            {
+                let state = pipe.shared.state.lock().unwrap();
+                if state.open && state.out.is_empty() && state.waiting.len() == 1 {
+                    break state.task.clone().expect("a task");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        task.abort();
+        let e = waiting.await.unwrap().unwrap_err();
+        assert!(e.is_connection_dropped(), "{e:?}");
+        assert_eq!(pipe.request(&command(&["PING"])).await.unwrap(), Value::SimpleString("PONG".into()));
+        drop(server.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_empty_pipeline_sends_nothing_and_waits_for_nothing() {
+        let pipe = pipe("redis://127.0.0.1:1");
+        assert_eq!(pipe.request_many(&redis::pipe(), 0, 0).await.unwrap(), Vec::<Value>::new());
+    }
+
+    #[tokio::test]
+    async fn a_dead_peer_is_noticed_by_keepalive_and_unacknowledged_data() {
+        let (listener, _) = fake_redis().await;
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        tune(&stream).unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap() && socket.tcp_nodelay().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(10));
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(Duration::from_secs(10)));
     }
 }
