@@ -16,7 +16,11 @@
 //!   connection failed, one attempt at a time; for `RETRY_PAUSE` after a
 //!   failed attempt, commands fail at once with its error.
 //! - A failed connection fails every command waiting on it with an I/O error
-//!   (so `Redis::observe` counts Redis as unavailable).
+//!   (so `Redis::observe` counts Redis as unavailable), and so does an I/O
+//!   task that ends any other way. A peer that vanished without closing the
+//!   connection is found by TCP keepalive and `TCP_USER_TIMEOUT` (`tune`).
+//! - The I/O task yields once before writing what was queued, so that the
+//!   requests ready to run add their commands to the same write.
 //!
 //! Must not know: what the commands mean (callers build `redis::Cmd`s and
 //! read `redis::Value`s) or how long a command may take (the caller bounds
