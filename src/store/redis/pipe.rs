@@ -96,21 +96,6 @@ enum Waiter {
 }
 
 impl Waiter {
-    /// Take one reply; true when this waiter has all of its replies.
-    fn take(&mut self, value: Value) -> bool {
-        match self {
-            Waiter::One(_) => true,
-            Waiter::Many { skip, keep, got, .. } => {
-                if *skip > 0 {
-                    *skip -= 1;
-                } else {
-                    got.push(value);
-                }
-                got.len() == *keep && *skip == 0
-            }
-        }
-    }
-
     fn fail(self, e: &io::Error) {
         let e = || RedisError::from(io::Error::new(e.kind(), e.to_string()));
         match self {
@@ -477,9 +462,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                     "redis sent a reply nobody asked for",
                 ));
             };
+            // The reply that completes the waiter (a pipeline's are in `got`).
             let done = match waiter {
                 Waiter::One(_) => Some(value),
-                many => many.take(value).then_some(Value::Nil),
+                Waiter::Many { skip, keep, got, .. } => {
+                    if *skip > 0 {
+                        *skip -= 1;
+                    } else {
+                        got.push(value);
+                    }
+                    (got.len() == *keep && *skip == 0).then_some(Value::Nil)
+                }
             };
             if let Some(value) = done {
                 let waiter = state.waiting.pop_front().expect("the front waiter");
