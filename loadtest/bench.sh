@@ -8,7 +8,8 @@
 #   redis   - the Redis store and the Redis limiter
 # Then, for the full stack on the memory store: p99 latency at half its peak
 # rate (oha, open-loop at a fixed rate, corrected for coordinated omission),
-# and memory per live session at 1,000,000 sessions
+# beside the bare handler's p99 at the same rate (the floor the machine and the
+# generator set), and memory per live session at 1,000,000 sessions
 # (examples/memory_per_session.rs). Last, every DESIGN.md §10 target as a
 # measured figure, with "met" or "NOT met".
 # Every stack is run once per round, and the rounds (ROUNDS, default 3) are
@@ -163,6 +164,18 @@ print(next("%g" % (le * 1000) for le, n in buckets if n >= 0.99 * total))')"
     echo "$r $line" >>"$RESULTS"
     stop $pid
   done
+  if [ "${NO_OHA:-0}" != 1 ]; then
+    # The baseline of that figure: the bare handler at the same rate, same
+    # generator, same minute. What it cannot go under is the machine's and
+    # the generator's: time queued on the two shared cores, not spent serving.
+    p=$(free_port); target/release/examples/bare_axum 127.0.0.1:$p >/dev/null & pid=$!; PIDS+=($pid)
+    wait_http "http://127.0.0.1:$p/v1/sessions/x"
+    out=$(oha --no-tui --output-format json -z "${SECS}s" -q "$half" -c "$CONNS" --latency-correction \
+      "http://127.0.0.1:$p/v1/sessions/0190f7d2-0000-7000-8000-000000000000")
+    half_p99=$(half_latency <<<"$out")
+    echo "$r bare-half - - - - - $half ${half_p99#* } -" >>"$RESULTS"
+    stop $pid
+  fi
 
   p=$(free_port)
   pid=$(start_sg $p "${NOLIMITS[@]}" "${REDIS_STORE[@]}")
@@ -203,6 +216,8 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 print(f"{'round':<6} {'run':<14} {'req/s':>10} {'cpu-us/req':>11} {'p50':>10} {'p99':>10} {'vs-bare-rps':>12} {'cpu-vs-bare':>12}")
 bare = {}
 for r, name, rps, cpu, reqs, p50, p99, *_ in rows:
+    if name == "bare-half":   # a latency run only: in the targets below
+        continue
     us = float(cpu) / float(reqs)
     if name == "bare":
         bare[r] = (float(rps), us)
@@ -217,40 +232,51 @@ echo
 echo "DESIGN.md §10 targets, this run ($(date -u +%F), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)):"
 echo "(a ratio is taken within each round; the median of the rounds is judged, their range follows it)"
 python3 - "$RESULTS" "$MON" "$MEM10" "$MEM1" <<'PY'
-import re, statistics, sys
+import math, re, statistics, sys
 results, mon, mem10, mem1 = sys.argv[1:]
 rows = [l.split() for l in open(results) if l.strip()]
 by = {}
 for r, name, rps, cpu, reqs, p50, p99, half, half_p99, server_p99 in rows:
+    if name == "bare-half":
+        by.setdefault(r, {})[name] = dict(half=half, half_p99=half_p99)
+        continue
     by.setdefault(r, {})[name] = dict(rps=float(rps), us=float(cpu) / float(reqs), half=half,
                                       half_p99=half_p99, server_p99=server_p99)
 rounds = [by[r] for r in sorted(by, key=int)]
+# Each figure is printed rounded towards failing its target (a throughput
+# ratio down, a cost or a latency up), so a printed figure never reads as met
+# when it is not: 0.7996 prints 0.799, not 0.800.
+down = lambda v, d: math.floor(v * 10**d) / 10**d
+up = lambda v, d: math.ceil(v * 10**d) / 10**d
 def row(what, values, fmt, target, ok):
     med = statistics.median(values)
     spread = f" ({fmt(min(values))}–{fmt(max(values))})" if len(values) > 1 else ""
     print(f"  {what:<52} {fmt(med) + spread:>24}  target {target:<9} {'met' if ok(med) else 'NOT met'}")
 row("full stack (memory) throughput / bare axum", [x["memory"]["rps"] / x["bare"]["rps"] for x in rounds],
-    lambda v: f"{v:.3f}", ">= 0.80", lambda v: v >= 0.80)
+    lambda v: f"{down(v, 3):.3f}", ">= 0.80", lambda v: v >= 0.80)
 row("full stack server CPU per request / bare axum", [x["memory"]["us"] / x["bare"]["us"] for x in rounds],
-    lambda v: f"{v:.3f}x", "<= 1.5x", lambda v: v <= 1.5)
+    lambda v: f"{up(v, 3):.3f}x", "<= 1.5x", lambda v: v <= 1.5)
 row("Redis store throughput / memory store", [x["redis"]["rps"] / x["memory"]["rps"] for x in rounds],
-    lambda v: f"{v:.3f}", ">= 0.50", lambda v: v >= 0.50)
+    lambda v: f"{down(v, 3):.3f}", ">= 0.50", lambda v: v >= 0.50)
 idle_cmds, load_cmds, load_gets = map(float, open(mon).read().split())
 trips = (load_cmds - idle_cmds) / load_gets
-print(f"  {'Redis round trips per request (Redis limiter included)':<52} {trips:>24.3f}  target {'<= 2':<9} {'met' if trips <= 2.005 else 'NOT met'}")
+print(f"  {'Redis round trips per request (Redis limiter included)':<52} {up(trips, 3):>24.3f}  target {'<= 2':<9} {'met' if trips <= 2.005 else 'NOT met'}")
 print(f"    ({load_gets:.0f} requests in a 5 s MONITOR sample; {idle_cmds:.0f} background commands of 5 idle seconds subtracted)")
 if rounds[0]["memory"]["half_p99"] != "-":
     row("p99 latency at half peak (oha, open loop)", [float(x["memory"]["half_p99"]) for x in rounds],
-        lambda v: f"{v:.2f} ms", "< 2 ms", lambda v: v < 2.0)
+        lambda v: f"{up(v, 2):.2f} ms", "< 2 ms", lambda v: v < 2.0)
     print("    (at " + ", ".join(f"{x['memory']['half']}" for x in rounds) + " req/s; the server's own histogram puts 99% of"
           " those requests at or under " + ", ".join(f"{x['memory']['server_p99']}" for x in rounds) + " ms)")
+    bare = [float(x["bare-half"]["half_p99"]) for x in rounds]
+    print(f"    (bare axum at the same rates, same generator: p99 {statistics.median(bare):.2f} ms"
+          f" ({min(bare):.2f}–{max(bare):.2f}): what the machine and the generator add, the floor of this figure here)")
 else:
     print("  p99 at half peak: skipped (NO_OHA=1)")
 for per_user, line in (("10", mem10), ("1", mem1)):
     m = re.search(r"([0-9.]+) bytes per live session", line)
     if m:
         b = float(m.group(1))
-        print(f"  {'memory per live session (1,000,000 sessions, ' + per_user + ' per user)':<52} {f'{b:.0f} B':>24}  target {'<= 320 B':<9} {'met' if b <= 320 else 'NOT met'}")
+        print(f"  {'memory per live session (1,000,000 sessions, ' + per_user + ' per user)':<52} {f'{math.ceil(b)} B':>24}  target {'<= 320 B':<9} {'met' if b <= 320 else 'NOT met'}")
     else:
         print(f"  memory per session: not measured ({line!r})")
 print("  reaper work per sweep vs expired sessions: cargo bench --bench reaper (criterion)")
