@@ -8,8 +8,9 @@
 #   redis   - the Redis store and the Redis limiter
 # Then, for the full stack on the memory store: p99 latency at half its peak
 # rate (oha, open-loop at a fixed rate, corrected for coordinated omission),
-# beside the bare handler's p99 at the same rate (the floor the machine and the
-# generator set), and memory per live session at 1,000,000 sessions
+# beside the bare handler's p99 at the same rate (its baseline: what the machine
+# and the generator give with almost nothing served), and memory per live
+# session at 1,000,000 sessions
 # (examples/memory_per_session.rs). Last, every DESIGN.md §10 target as a
 # measured figure, with "met" or "NOT met".
 # Every stack is run once per round, and the rounds (ROUNDS, default 3) are
@@ -80,6 +81,12 @@ start_sg() {  # start_sg PORT [env...]: starts sessiongate, echoes its pid
   echo $!
 }
 
+start_bare() {  # start_bare PORT: starts the bare handler, echoes its pid
+  target/release/examples/bare_axum "127.0.0.1:$1" >/dev/null &
+  echo $!
+}
+BARE_PATH=/v1/sessions/0190f7d2-0000-7000-8000-000000000000
+
 half_latency() {  # oha's JSON on stdin -> "p50 p99" in ms; refuses non-200 answers
   python3 -c '
 import json, sys
@@ -125,9 +132,9 @@ sample() {
 # tenants of a shared machine move every figure between minutes.
 round() {
   local r=$1 p pid id line peak half half_p99 out
-  p=$(free_port); target/release/examples/bare_axum 127.0.0.1:$p >/dev/null & pid=$!; PIDS+=($pid)
-  wait_http "http://127.0.0.1:$p/v1/sessions/x"
-  line=$(run bare $pid "http://127.0.0.1:$p/v1/sessions/0190f7d2-0000-7000-8000-000000000000")
+  p=$(free_port); pid=$(start_bare $p); PIDS+=($pid)
+  wait_http "http://127.0.0.1:$p$BARE_PATH"
+  line=$(run bare $pid "http://127.0.0.1:$p$BARE_PATH")
   echo "$r $line - - -" >>"$RESULTS"
   stop $pid
 
@@ -166,12 +173,12 @@ print(next("%g" % (le * 1000) for le, n in buckets if n >= 0.99 * total))')"
   done
   if [ "${NO_OHA:-0}" != 1 ]; then
     # The baseline of that figure: the bare handler at the same rate, same
-    # generator, same minute. What it cannot go under is the machine's and
-    # the generator's: time queued on the two shared cores, not spent serving.
-    p=$(free_port); target/release/examples/bare_axum 127.0.0.1:$p >/dev/null & pid=$!; PIDS+=($pid)
-    wait_http "http://127.0.0.1:$p/v1/sessions/x"
+    # generator, same minute: the time a request spends queued on the two
+    # shared cores and in the generator, with almost nothing served.
+    p=$(free_port); pid=$(start_bare $p); PIDS+=($pid)
+    wait_http "http://127.0.0.1:$p$BARE_PATH"
     out=$(oha --no-tui --output-format json -z "${SECS}s" -q "$half" -c "$CONNS" --latency-correction \
-      "http://127.0.0.1:$p/v1/sessions/0190f7d2-0000-7000-8000-000000000000")
+      "http://127.0.0.1:$p$BARE_PATH")
     half_p99=$(half_latency <<<"$out")
     echo "$r bare-half - - - - - $half ${half_p99#* } -" >>"$RESULTS"
     stop $pid
@@ -268,8 +275,9 @@ if rounds[0]["memory"]["half_p99"] != "-":
     print("    (at " + ", ".join(f"{x['memory']['half']}" for x in rounds) + " req/s; the server's own histogram puts 99% of"
           " those requests at or under " + ", ".join(f"{x['memory']['server_p99']}" for x in rounds) + " ms)")
     bare = [float(x["bare-half"]["half_p99"]) for x in rounds]
-    print(f"    (bare axum at the same rates, same generator: p99 {statistics.median(bare):.2f} ms"
-          f" ({min(bare):.2f}–{max(bare):.2f}): what the machine and the generator add, the floor of this figure here)")
+    spread = f" ({min(bare):.2f}–{max(bare):.2f})" if len(bare) > 1 else ""
+    print(f"    (bare axum at the same rates, same generator: p99 {statistics.median(bare):.2f} ms{spread},"
+          " what the machine and the generator give with almost nothing served)")
 else:
     print("  p99 at half peak: skipped (NO_OHA=1)")
 for per_user, line in (("10", mem10), ("1", mem1)):
