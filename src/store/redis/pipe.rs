@@ -684,10 +684,19 @@ mod tests {
     }
 
     /// A scripted stand-in for Redis: accepts connections and hands each to
-    /// the test, which reads commands and writes replies itself.
+    /// the test, which reads commands and writes replies itself. The URL
+    /// asks for a greeting (AUTH, SELECT 3) on every connection.
     async fn fake_redis() -> (tokio::net::TcpListener, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("redis://u:secret@{}/3", listener.local_addr().unwrap());
+        (listener, url)
+    }
+
+    /// [`fake_redis`] with a URL that asks for no greeting: the connection's
+    /// first bytes are the test's first command.
+    async fn fake_redis_plain() -> (tokio::net::TcpListener, String) {
+        let (listener, _) = fake_redis().await;
+        let url = format!("redis://{}", listener.local_addr().unwrap());
         (listener, url)
     }
 
@@ -765,8 +774,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_gives_up_does_not_shift_the_replies() {
-        let (listener, _) = fake_redis().await;
-        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let (listener, url) = fake_redis_plain().await;
         let pipe = Arc::new(pipe(&url));
         let server = tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.unwrap();
@@ -785,8 +793,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_connection_fails_its_commands_and_the_next_command_reconnects() {
-        let (listener, _) = fake_redis().await;
-        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let (listener, url) = fake_redis_plain().await;
         let pipe = Arc::new(pipe(&url));
         let server = tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.unwrap();
@@ -862,8 +869,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_io_task_that_ends_leaves_no_one_waiting_and_the_next_command_reconnects() {
-        let (listener, _) = fake_redis().await;
-        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let (listener, url) = fake_redis_plain().await;
         let pipe = pipe(&url);
         let server = tokio::spawn(async move {
             let (mut first, _) = listener.accept().await.unwrap();
