@@ -79,6 +79,9 @@ impl Application {
         let events = Arc::new(Events::new(metrics.clone()));
         let store::Built { store, redis, overrides } =
             store::build(&config.store, events.clone(), clock.is_wall()).context("store")?;
+        if let Some(redis) = &redis {
+            redis.check_at_start().await?;
+        }
         let tool_sets = ToolSets::from_config(&config.tool_sets);
         events.initialise(&tool_sets.names(), store.backend());
         let names: Vec<String> = tool_sets.names().iter().map(|n| n.to_string()).collect();

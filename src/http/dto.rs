@@ -203,6 +203,22 @@ pub struct RevokeResponse {
 pub struct Health {
     /// `ok` (liveness) or `ready` (readiness).
     pub status: String,
+    /// Readiness only: `up` while the session store answers, else `down`.
+    /// A shared store's outage does not fail readiness: every replica shares
+    /// it, and failing would take them all out of the load balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreHealth>,
+    /// Readiness only, while the store is down: why, as its operator needs it
+    /// (the unreachable node, the slots no node serves).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreHealth {
+    Up,
+    Down,
 }
 
 #[cfg(test)]

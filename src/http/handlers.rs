@@ -267,18 +267,21 @@ pub async fn admin_patch_config(
 #[utoipa::path(get, path = "/healthz", tag = "system",
     responses((status = 200, body = Health, description = "The process serves")))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health { status: "ok".into(), store: None, store_error: None })
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "system",
-    responses((status = 200, body = Health, description = "Store reachable and not draining"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Health, description = "Started and not draining; the body says whether the store answers"),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "Draining")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     if state.draining.load(Ordering::Relaxed) {
         return Err(ApiError::Draining);
     }
-    state.service.ready().await?;
-    Ok(Json(Health { status: "ready".into() }))
+    let (store, store_error) = match state.service.ready().await {
+        Ok(()) => (StoreHealth::Up, None),
+        Err(e) => (StoreHealth::Down, Some(e.to_string())),
+    };
+    Ok(Json(Health { status: "ready".into(), store: Some(store), store_error }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "system",

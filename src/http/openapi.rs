@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         dto::SessionView, dto::SessionList, dto::CreateSessionRequest, dto::MigrateSessionRequest,
         dto::QueryRequest, dto::QueryResponse, dto::ToolSetView, dto::ToolSetList, dto::RevokeResponse,
-        dto::Health, problem::Problem
+        dto::Health, dto::StoreHealth, problem::Problem
     )),
     modifiers(&Security),
     tags((name = "sessions"), (name = "admin"), (name = "system"))

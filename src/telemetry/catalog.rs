@@ -65,6 +65,7 @@ pub const STORE_OPERATION_DURATION: &str = "sessiongate_store_operation_duration
 pub const STORE_ERRORS: &str = "sessiongate_store_errors_total";
 pub const CONFIG_CHANGES: &str = "sessiongate_config_changes_total";
 pub const STORE_UP: &str = "sessiongate_store_up";
+pub const STORE_TOPOLOGY_REFRESHES: &str = "sessiongate_store_topology_refreshes_total";
 pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
 pub const REAPER_LAST_SWEEP: &str = "sessiongate_reaper_last_sweep_timestamp_seconds";
 pub const SESSIONS_EXPIRED_PENDING: &str = "sessiongate_sessions_expired_pending";
@@ -219,6 +220,14 @@ pub const CATALOG: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
+        name: STORE_TOPOLOGY_REFRESHES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Redis Cluster slot-map refreshes, by outcome (changed, unchanged, error); always 0 on a single Redis.",
+        labels: &["outcome"],
+        buckets: &[],
+    },
+    MetricDef {
         name: JWKS_REFRESHES,
         kind: Kind::Counter,
         unit: None,
@@ -272,6 +281,7 @@ pub mod values {
         ["create", "get", "list", "touch", "delete", "revoke", "reap", "stats", "ping", "ratelimit"];
     pub const CONFIG_SOURCES: [&str; 3] = ["api", "replica", "startup"];
     pub const JWKS_OUTCOMES: [&str; 2] = ["ok", "error"];
+    pub const TOPOLOGY_OUTCOMES: [&str; 3] = ["changed", "unchanged", "error"];
     pub const AGENT_OUTCOMES: [&str; 3] = ["ok", "error", "timeout"];
     pub const AUTH_FAILURE_REASONS: [&str; 11] = [
         "missing",

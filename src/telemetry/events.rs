@@ -58,6 +58,9 @@ impl Events {
         for source in values::CONFIG_SOURCES {
             m.counter(catalog::CONFIG_CHANGES, vec![Label::new("source", source)]).absolute(0);
         }
+        for outcome in values::TOPOLOGY_OUTCOMES {
+            m.counter(catalog::STORE_TOPOLOGY_REFRESHES, vec![Label::new("outcome", outcome)]).absolute(0);
+        }
         for outcome in values::JWKS_OUTCOMES {
             m.counter(catalog::JWKS_REFRESHES, vec![Label::new("outcome", outcome)]).absolute(0);
         }
@@ -174,6 +177,49 @@ impl Events {
                 error = why.unwrap_or(""),
                 "session store unreachable"
             );
+        }
+    }
+
+    /// One Redis Cluster node stopped or started answering (`node`:
+    /// `host:port`); logged once each way. The store's own availability
+    /// follows from all of them.
+    pub fn redis_node_availability(&self, node: &str, up: bool, why: Option<&str>) {
+        if up {
+            tracing::info!(event = "redis_node_regained", node, "Redis Cluster node answers again");
+        } else {
+            tracing::warn!(
+                event = "redis_node_lost",
+                node,
+                error = why.unwrap_or(""),
+                "Redis Cluster node unreachable"
+            );
+        }
+    }
+
+    /// A Redis Cluster slot-map refresh finished: the new map's summary when
+    /// it changed (logged), `None` when it did not, or why it failed (logged
+    /// when `log`: the first of a streak of failures).
+    pub fn redis_topology_refreshed(&self, result: Result<Option<&str>, &str>, log: bool) {
+        let outcome = match result {
+            Ok(Some(_)) => "changed",
+            Ok(None) => "unchanged",
+            Err(_) => "error",
+        };
+        self.metrics
+            .counter(catalog::STORE_TOPOLOGY_REFRESHES, vec![Label::new("outcome", outcome)])
+            .increment(1);
+        match result {
+            Ok(Some(slots)) => {
+                tracing::info!(event = "redis_topology_changed", slots, "Redis Cluster slot map changed")
+            }
+            Err(error) if log => {
+                tracing::warn!(
+                    event = "redis_topology_refresh_failed",
+                    error,
+                    "Redis Cluster slot map could not be read"
+                )
+            }
+            _ => {}
         }
     }
 

@@ -28,10 +28,12 @@ struct Outcomes {
     other: std::sync::Mutex<Vec<String>>,
 }
 
-/// `/readyz` answers 200 within `timeout`.
+/// `/readyz` says the store is up within `timeout`.
 async fn ready_within(app: &TestApp, timeout: Duration) -> bool {
     eventually(timeout, || async {
-        app.client.get(app.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+        let Ok(r) = app.client.get(app.url("/readyz")).send().await else { return false };
+        r.status() == StatusCode::OK
+            && r.json::<serde_json::Value>().await.is_ok_and(|body| body["store"] == "up")
     })
     .await
 }

@@ -9,6 +9,7 @@ mod agent_http;
 mod auth;
 mod auth_keys;
 mod cli;
+mod cluster_faults;
 mod errors;
 mod faults;
 mod lifecycle;

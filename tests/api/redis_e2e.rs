@@ -135,8 +135,13 @@ async fn a_dead_redis_is_a_fast_503_and_recovery_needs_no_restart() {
         assert!(r.headers().get("retry-after").is_some());
         assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE").await;
     }
+    // Still ready (every replica shares the store: failing would empty the
+    // load balancer), and the body says the store is down.
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert_problem(ready, StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["store"], "down", "{ready}");
+    assert!(ready["store_error"].as_str().is_some_and(|e| !e.is_empty()), "{ready}");
     assert_eq!(app.metric(r#"sessiongate_store_up{backend="redis"}"#).await, Some(0.0));
 
     redis.restart();
@@ -149,7 +154,9 @@ async fn a_dead_redis_is_a_fast_503_and_recovery_needs_no_restart() {
     );
     let got: Value = app.get(&alice, &path).await.json().await.unwrap();
     assert_eq!(got["id"], s["id"], "the session survived Redis restarting (append-only file)");
-    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    let ready: Value = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["store"], "up", "{ready}");
+    assert!(ready.get("store_error").is_none(), "{ready}");
     assert_eq!(app.metric(r#"sessiongate_store_up{backend="redis"}"#).await, Some(1.0));
 }
 

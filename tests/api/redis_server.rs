@@ -142,8 +142,8 @@ impl Drop for RedisServer {
     }
 }
 
-/// A real three-master Redis Cluster on loopback, made with
-/// `redis-cli --cluster create`; every node is stopped on drop.
+/// A real Redis Cluster on loopback, made with `redis-cli --cluster create`;
+/// every node is stopped on drop.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
@@ -158,63 +158,172 @@ fn free_cluster_port() -> u16 {
     }
 }
 
+/// `redis-cli -p <port> <args…>`'s output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out =
+        Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 impl RedisCluster {
+    /// Three masters, no replicas.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                let mut node = RedisServer {
-                    child: None,
-                    port: free_cluster_port(),
-                    dir: tempfile::tempdir().unwrap(),
-                    extra: ["--cluster-enabled", "yes", "--save", "", "--appendonly", "no"]
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect(),
-                };
-                while !node.spawn() {
-                    node.port = free_cluster_port(); // taken meanwhile: another
-                }
-                node
-            })
-            .collect();
+        Self::start_with(3, 0)
+    }
+
+    /// `masters` masters with `replicas` replicas each, a node timeout of one
+    /// second (a failover takes about two), every replica in sync. Nodes do
+    /// not require full coverage, as a cluster run for availability is set
+    /// up: with Redis's default, every node answers `CLUSTERDOWN` to every
+    /// command from the moment a master is marked failed until its replica
+    /// is promoted.
+    pub fn start_with(masters: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas)).map(|_| Self::new_node()).collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli is installed");
         assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for n in &nodes {
-            loop {
-                let info = Command::new("redis-cli")
-                    .args(["-p", &n.port.to_string(), "cluster", "info"])
-                    .output()
-                    .unwrap();
-                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "cluster did not become ready");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let cluster = Self { nodes };
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_until(Duration::from_secs(20), "the cluster is ready", || {
+                cluster.info(i).contains("cluster_state:ok")
+            });
         }
-        Self { nodes }
+        if replicas > 0 {
+            cluster.wait_until(Duration::from_secs(20), "every replica is in sync", || cluster.in_sync());
+        }
+        cluster
+    }
+
+    /// A cluster-enabled redis-server on a free port, not yet in a cluster.
+    pub fn new_node() -> RedisServer {
+        let mut node = RedisServer {
+            child: None,
+            port: free_cluster_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-require-full-coverage",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        };
+        while !node.spawn() {
+            node.port = free_cluster_port(); // taken meanwhile: another
+        }
+        node
     }
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.url()).collect()
     }
 
+    /// `CLUSTER INFO` as node `i` sees it.
+    pub fn info(&self, i: usize) -> String {
+        cli(self.nodes[i].port, &["cluster", "info"])
+    }
+
+    pub fn node_id(&self, i: usize) -> String {
+        cli(self.nodes[i].port, &["cluster", "myid"]).trim().to_owned()
+    }
+
+    /// Whether node `i` is a master now.
+    pub fn is_master(&self, i: usize) -> bool {
+        cli(self.nodes[i].port, &["role"]).lines().next() == Some("master")
+    }
+
+    /// The index of the node that serves `slot`, as node `asked` sees it.
+    pub fn owner_of(&self, slot: u16, asked: usize) -> Option<usize> {
+        let nodes = cli(self.nodes[asked].port, &["cluster", "nodes"]);
+        nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let serves = fields.iter().skip(8).any(|r| match r.split_once('-') {
+                Some((a, b)) => {
+                    a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                }
+                None => r.parse::<u16>() == Ok(slot),
+            });
+            let port: u16 = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+            (serves && fields.get(2)?.contains("master"))
+                .then(|| self.nodes.iter().position(|n| n.port == port))?
+        })
+    }
+
+    /// Every replica's link to its master is up and it has all the master wrote.
+    pub fn in_sync(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            let info = cli(n.port, &["info", "replication"]);
+            let field = |name: &str| {
+                info.lines().find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':').map(str::to_owned))
+            };
+            match field("role").as_deref() {
+                Some("slave") => field("master_link_status").as_deref() == Some("up"),
+                Some("master") => {
+                    let offset = field("master_repl_offset");
+                    info.lines()
+                        .filter(|l| l.starts_with("slave") && l.contains("offset="))
+                        .all(|l| l.split(',').any(|kv| kv.strip_prefix("offset=") == offset.as_deref()))
+                }
+                _ => false,
+            }
+        })
+    }
+
+    pub fn wait_until(&self, within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + within;
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A new empty master joins with `redis-cli --cluster add-node`; its
+    /// index, once it sees the cluster as ok.
+    pub fn add_master(&mut self) -> usize {
+        let node = Self::new_node();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "add-node", &format!("127.0.0.1:{}", node.port)])
+            .arg(format!("127.0.0.1:{}", self.nodes[0].port))
+            .output()
+            .expect("redis-cli is installed");
+        assert!(out.status.success(), "add-node: {}", String::from_utf8_lossy(&out.stdout));
+        self.nodes.push(node);
+        let i = self.nodes.len() - 1;
+        self.wait_until(Duration::from_secs(20), "the new node sees the cluster", || {
+            self.info(i).contains("cluster_state:ok")
+        });
+        i
+    }
+
+    /// `redis-cli --cluster <args…>` against the first node; its output.
+    pub fn manage(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg(args[0])
+            .arg(format!("127.0.0.1:{}", self.nodes[0].port))
+            .args(&args[1..])
+            .output()
+            .expect("redis-cli is installed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "redis-cli --cluster {args:?}: {text}");
+        text
+    }
+
     /// Keys held by each node (to show the data is spread).
     pub fn keys_per_node(&self) -> Vec<usize> {
-        self.nodes
-            .iter()
-            .map(|n| {
-                let out =
-                    Command::new("redis-cli").args(["-p", &n.port.to_string(), "dbsize"]).output().unwrap();
-                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
-            })
-            .collect()
+        self.nodes.iter().map(|n| cli(n.port, &["dbsize"]).trim().parse().unwrap_or(0)).collect()
     }
 }

@@ -4,18 +4,18 @@
 //! - Single node: our own pipelined connection ([`super::pipe`]), made on
 //!   first use, so the server starts (unready) while Redis is down, and made
 //!   again on the first use after it failed.
-//! - Cluster: redis-rs's cluster connection, established on first use and
-//!   retried on later uses until it succeeds; it follows slot moves itself.
+//! - Cluster: one such connection per node, and the slot map that routes
+//!   each command ([`super::cluster`]).
 //!
 //! Every call is bounded by `store.command_timeout`. Losing and regaining
-//! Redis is logged once each and shown by `sessiongate_store_up`.
+//! Redis (for a Cluster: any of its masters) is logged once each and shown
+//! by `sessiongate_store_up`.
 
+use super::cluster::Cluster;
 use super::pipe::{Pipe, PipeRef};
 use crate::config::StoreConfig;
 use crate::telemetry::Events;
-use redis::aio::ConnectionLike;
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, FromRedisValue, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,39 +26,8 @@ pub enum RedisFailure {
     Timeout(Duration),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-}
-
-enum Conn<'a> {
-    Single(PipeRef<'a>),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn<'_> {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
+    #[error("redis cluster: {0}")]
+    Cluster(String),
 }
 
 /// `EVALSHA <hash> <number of keys> <keys>…` of `script`: the caller appends
@@ -71,41 +40,39 @@ pub fn evalsha(script: &redis::Script, keys: &[&str]) -> Cmd {
 }
 
 pub struct Redis {
-    single: Option<Pipe>,
-    cluster: Option<(redis::cluster::ClusterClient, tokio::sync::OnceCell<ClusterConnection>)>,
+    backend: Backend,
     timeout: Duration,
     prefix: String,
     up: AtomicBool,
     events: Arc<Events>,
 }
 
+enum Backend {
+    Single(Pipe),
+    Cluster(Cluster),
+}
+
 impl Redis {
     pub fn new(config: &StoreConfig, events: Arc<Events>) -> anyhow::Result<Self> {
         let timeout = config.command_timeout;
-        let (single, cluster) = if config.redis_cluster_urls.is_empty() {
-            let client = redis::Client::open(config.redis_url.expose())
-                .map_err(|e| anyhow::anyhow!("store.redis_url: {e}"))?;
-            let pipe = Pipe::new(client.get_connection_info())
-                .map_err(|e| anyhow::anyhow!("store.redis_url: {e}"))?;
-            (Some(pipe), None)
-        } else {
-            let nodes: Vec<&str> = config.redis_cluster_urls.iter().map(|u| u.expose()).collect();
-            let client = redis::cluster::ClusterClient::builder(nodes)
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .retries(1)
-                .build()
-                .map_err(|e| anyhow::anyhow!("store.redis_cluster_urls: {e}"))?;
-            (None, Some((client, tokio::sync::OnceCell::new())))
+        let info = |url: &str, key: &str| {
+            redis::Client::open(url)
+                .map(|c| c.get_connection_info().clone())
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))
         };
-        Ok(Self {
-            single,
-            cluster,
-            timeout,
-            prefix: config.key_prefix.clone(),
-            up: AtomicBool::new(true),
-            events,
-        })
+        let backend = if config.redis_cluster_urls.is_empty() {
+            let pipe = Pipe::new(&info(config.redis_url.expose(), "store.redis_url")?)
+                .map_err(|e| anyhow::anyhow!("store.redis_url: {e}"))?;
+            Backend::Single(pipe)
+        } else {
+            let seeds = (config.redis_cluster_urls.iter())
+                .map(|u| info(u.expose(), "store.redis_cluster_urls"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let cluster = Cluster::new(&seeds, timeout, events.clone())
+                .map_err(|e| anyhow::anyhow!("store.redis_cluster_urls: {e}"))?;
+            Backend::Cluster(cluster)
+        };
+        Ok(Self { backend, timeout, prefix: config.key_prefix.clone(), up: AtomicBool::new(true), events })
     }
 
     pub fn prefix(&self) -> &str {
@@ -117,17 +84,8 @@ impl Redis {
         &self.events
     }
 
-    async fn conn(&self) -> Result<Conn<'_>, RedisFailure> {
-        if let Some(pipe) = &self.single {
-            return Ok(Conn::Single(PipeRef(pipe)));
-        }
-        let (client, cell) = self.cluster.as_ref().expect("single or cluster");
-        let c = cell.get_or_try_init(|| async { client.get_async_connection().await }).await?;
-        Ok(Conn::Cluster(c.clone()))
-    }
-
     /// Run a script (EVALSHA, loading it on NOSCRIPT) within the command timeout.
-    pub async fn script<T: redis::FromRedisValue>(
+    pub async fn script<T: FromRedisValue>(
         &self,
         script: &redis::Script,
         keys: &[&str],
@@ -143,13 +101,19 @@ impl Redis {
     /// Run an [`evalsha`] command of `script` within the command timeout,
     /// loading the script and sending the command again on NOSCRIPT (a
     /// restarted or new Redis).
-    pub async fn eval<T: redis::FromRedisValue>(
+    pub async fn eval<T: FromRedisValue>(
         &self,
         script: &redis::Script,
         cmd: &Cmd,
     ) -> Result<T, RedisFailure> {
+        let pipe = match &self.backend {
+            Backend::Single(pipe) => pipe,
+            Backend::Cluster(cluster) => {
+                return typed(cluster.query(cmd, Some(script), self.deadline()).await);
+            }
+        };
         let call = async {
-            let mut conn = self.conn().await?;
+            let mut conn = PipeRef(pipe);
             match cmd.query_async(&mut conn).await {
                 Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                     script.load_async(&mut conn).await?;
@@ -166,11 +130,12 @@ impl Redis {
     }
 
     /// Run one command within the command timeout.
-    pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisFailure> {
-        let call = async {
-            let mut conn = self.conn().await?;
-            Ok::<T, RedisFailure>(cmd.query_async(&mut conn).await?)
+    pub async fn cmd<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisFailure> {
+        let pipe = match &self.backend {
+            Backend::Single(pipe) => pipe,
+            Backend::Cluster(cluster) => return typed(cluster.query(cmd, None, self.deadline()).await),
         };
+        let call = async { Ok::<T, RedisFailure>(cmd.query_async(&mut PipeRef(pipe)).await?) };
         self.observe(
             tokio::time::timeout(self.timeout, call)
                 .await
@@ -178,11 +143,48 @@ impl Redis {
         )
     }
 
+    /// Start-up checks that tell a misconfiguration from an outage: a Cluster
+    /// seed that answers but is not a cluster node is an error.
+    pub async fn check_at_start(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Single(_) => Ok(()),
+            Backend::Cluster(cluster) => {
+                cluster.check_at_start(self.deadline()).await.map_err(anyhow::Error::msg)
+            }
+        }
+    }
+
+    /// Readiness: Redis answers `PING`; for a Cluster, every slot has a
+    /// master and every master answers.
+    pub async fn health(&self) -> Result<(), RedisFailure> {
+        match &self.backend {
+            Backend::Single(_) => match self.cmd::<String>(&redis::cmd("PING")).await? {
+                pong if pong == "PONG" => Ok(()),
+                other => Err(RedisFailure::Cluster(format!("PING answered {other:?}"))),
+            },
+            Backend::Cluster(cluster) => cluster.health(self.deadline()).await,
+        }
+    }
+
+    /// `cmd`'s reply from every node that serves data: the one Redis, or each
+    /// Cluster master.
+    pub async fn on_every_node(&self, cmd: &Cmd) -> Result<Vec<Value>, RedisFailure> {
+        match &self.backend {
+            Backend::Single(_) => Ok(vec![self.cmd(cmd).await?]),
+            Backend::Cluster(cluster) => cluster.on_every_master(cmd, self.deadline()).await,
+        }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.timeout
+    }
+
     /// Track availability from each outcome: log a loss and a recovery once.
+    /// (A Cluster tracks each of its nodes itself.)
     fn observe<T>(&self, result: Result<T, RedisFailure>) -> Result<T, RedisFailure> {
         let unavailable = match &result {
             Ok(_) => false,
-            Err(RedisFailure::Timeout(_)) => true,
+            Err(RedisFailure::Timeout(_) | RedisFailure::Cluster(_)) => true,
             Err(RedisFailure::Redis(e)) => {
                 e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
             }
@@ -195,4 +197,10 @@ impl Redis {
         }
         result
     }
+}
+
+/// A Cluster reply as the caller's type (a server error as an error).
+fn typed<T: FromRedisValue>(reply: Result<Value, RedisFailure>) -> Result<T, RedisFailure> {
+    let value = reply?.extract_error()?;
+    T::from_redis_value(value).map_err(|e| RedisFailure::Redis(e.into()))
 }

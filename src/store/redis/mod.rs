@@ -15,6 +15,7 @@
 //! The scripts apply the same rules as `sessions::lifecycle`, and the shared
 //! behavioural suite holds them to it.
 
+mod cluster;
 mod conn;
 mod pipe;
 
@@ -411,21 +412,19 @@ impl SessionStore for RedisStore {
         Ok(stats)
     }
 
-    /// Readiness: Redis answers, and (checked until seen once) every node is
+    /// Readiness: Redis answers (a Cluster: every slot has a master, and
+    /// every master answers), and (checked until seen once) every node is
     /// Redis 7.0 or later. On an older one the rate-limit script fails on
     /// `PEXPIRE … GT`, and the limiter would quietly follow
     /// `rate_limit.on_store_error`: better never to become ready, and say why.
     async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = self.redis.cmd(&redis::cmd("PING")).await.map_err(failure)?;
-        if pong != "PONG" {
-            return Err(bad("PING did not answer PONG"));
-        }
+        self.redis.health().await.map_err(failure)?;
         if self.version_ok.load(Ordering::Relaxed) {
             return Ok(());
         }
         // INFO may be refused (an ACL) or fail now: then check on a later probe.
-        if let Ok(info) = self.redis.cmd::<Value>(redis::cmd("INFO").arg("server")).await {
-            match oldest_version(&info) {
+        if let Ok(info) = self.redis.on_every_node(redis::cmd("INFO").arg("server")).await {
+            match oldest_version(&Value::Array(info)) {
                 Some((major, minor)) if major < 7 => {
                     let why =
                         format!("Redis {major}.{minor} is too old: sessiongate needs Redis 7.0 or later");
