@@ -65,6 +65,7 @@ pub const STORE_OPERATION_DURATION: &str = "sessiongate_store_operation_duration
 pub const STORE_ERRORS: &str = "sessiongate_store_errors_total";
 pub const CONFIG_CHANGES: &str = "sessiongate_config_changes_total";
 pub const STORE_UP: &str = "sessiongate_store_up";
+pub const REQUESTS_SHED: &str = "sessiongate_requests_shed_total";
 pub const STORE_TOPOLOGY_REFRESHES: &str = "sessiongate_store_topology_refreshes_total";
 pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
 pub const REAPER_LAST_SWEEP: &str = "sessiongate_reaper_last_sweep_timestamp_seconds";
@@ -217,6 +218,14 @@ pub const CATALOG: &[MetricDef] = &[
         unit: None,
         help: "1 while the session store answers, 0 while it does not.",
         labels: &["backend"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: REQUESTS_SHED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Requests answered 503 OVERLOADED at once because server.max_in_flight requests were being served.",
+        labels: &[],
         buckets: &[],
     },
     MetricDef {

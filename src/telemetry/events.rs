@@ -55,6 +55,7 @@ impl Events {
         }
         m.counter(catalog::SESSION_HEARTBEATS, vec![]).absolute(0);
         m.counter(catalog::IDEMPOTENCY_KEYS_EXHAUSTED, vec![]).absolute(0);
+        m.counter(catalog::REQUESTS_SHED, vec![]).absolute(0);
         for source in values::CONFIG_SOURCES {
             m.counter(catalog::CONFIG_CHANGES, vec![Label::new("source", source)]).absolute(0);
         }
