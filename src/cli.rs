@@ -102,6 +102,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                  (in dev mode the server prints its own tokens at start-up)",
             )?;
             let a = &config.auth;
+            anyhow::ensure!(
+                a.max_token_lifetime.is_zero() || args.ttl <= a.max_token_lifetime,
+                "--ttl {}: longer than auth.max_token_lifetime ({}), so the server would refuse the token",
+                humantime::format_duration(args.ttl),
+                humantime::format_duration(a.max_token_lifetime)
+            );
             println!("{}", mint_token(&secret, &a.issuer, &a.audience, &args.sub, &args.roles, args.ttl)?);
             Ok(())
         }
@@ -122,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::CheckConfig(args)) => {
             let config = Config::load(args.config.as_deref())?;
+            crate::auth::check_key_material(&config.auth)?;
             print!("{}", config.to_redacted_toml());
             Ok(())
         }

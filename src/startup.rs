@@ -64,14 +64,7 @@ impl Application {
             force_loopback(&mut config);
             Some(Secret::new(hex::encode(rand::random::<[u8; 32]>())))
         } else {
-            let secret = config.auth.load_hs256_secret()?;
-            if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
-                if options.production {
-                    bail!("auth.hs256_secret: must be at least 32 bytes (256 bits) in production");
-                }
-                tracing::warn!("auth.hs256_secret is shorter than 32 bytes; acceptable only for development");
-            }
-            secret
+            config.auth.load_hs256_secret()?
         };
 
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
@@ -165,6 +158,7 @@ impl Application {
             openapi,
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
+            in_flight: http::InFlightBound::new(config.server.max_in_flight),
         });
         Ok(Self { listener, metrics_listener, state, config, dev, jwks, detached })
     }
@@ -238,15 +232,17 @@ impl Application {
             })
         };
 
-        let header_timeout = config.server.header_read_timeout;
+        let limits = http::serve::ConnectionLimits {
+            header_read_timeout: config.server.header_read_timeout,
+            max_connections: config.server.max_connections,
+        };
         let metrics_server = metrics_listener.map(|l| {
             let app = http::metrics_router(state.clone());
-            tokio::spawn(http::serve::serve(l, app, stop.clone(), abort.clone(), header_timeout))
+            tokio::spawn(http::serve::serve(l, app, stop.clone(), abort.clone(), limits))
         });
 
         let app = http::router(state.clone(), &config.server, metrics_server.is_none());
-        let server =
-            tokio::spawn(http::serve::serve(listener, app, stop.clone(), abort.clone(), header_timeout));
+        let server = tokio::spawn(http::serve::serve(listener, app, stop.clone(), abort.clone(), limits));
 
         let draining = state.draining.clone();
         let stop_on_signal = stop.clone();

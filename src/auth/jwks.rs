@@ -147,16 +147,22 @@ impl Jwks {
         if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
             return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
         }
-        let body = response.bytes().await.map_err(|e| format!("reading the body failed: {e}"))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
+        // Bounded while it streams in: a body without a Content-Length (or
+        // with a false one) is cut off at the bound, not read whole first.
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the body failed: {e}"))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
         }
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
         let mut keys = Vec::new();
         for jwk in &set.keys {
             match VerifyingKey::from_jwk(jwk) {
                 Ok(k) => keys.push(Arc::new(k)),
-                Err(why) => tracing::debug!(kid = ?jwk.common.key_id, %why, "JWKS key skipped"),
+                Err(skipped) => self.events.jwks_key_skipped(jwk.common.key_id.as_deref(), &skipped),
             }
         }
         if keys.is_empty() {

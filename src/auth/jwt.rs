@@ -3,12 +3,15 @@
 //! RFC 8725 rules: an explicit algorithm allowlist; the algorithm must fit the
 //! key (never taken from the token alone; `none` is never accepted); `exp`,
 //! `sub`, `iss` and `aud` are required; `nbf` is checked; a small leeway
-//! absorbs clock skew.
+//! absorbs clock skew. Explicit typing: a `typ`, when present, is `JWT` or
+//! `at+jwt` (RFC 9068); a `crit` header is refused, as we understand no
+//! extension (RFC 7515 §4.1.11); `exp` may lie at most
+//! `auth.max_token_lifetime` ahead and `iat` not in the future.
 
 use super::jwks::Jwks;
 use super::keys::{ALLOWED, VerifyingKey};
 use super::{AuthFailure, Principal, PrincipalKind, roles_from};
-use crate::config::Secret;
+use crate::config::{AuthConfig, Secret};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,29 @@ pub struct Claims {
     pub scope: Option<String>,
 }
 
+/// What a token must say besides its signature: from `[auth]`.
+#[derive(Debug, Clone)]
+pub struct TokenRules {
+    pub issuer: String,
+    pub audience: String,
+    pub leeway: Duration,
+    /// Zero: no bound.
+    pub max_lifetime: Duration,
+    pub admin_role: String,
+}
+
+impl From<&AuthConfig> for TokenRules {
+    fn from(a: &AuthConfig) -> Self {
+        Self {
+            issuer: a.issuer.clone(),
+            audience: a.audience.clone(),
+            leeway: a.leeway,
+            max_lifetime: a.max_token_lifetime,
+            admin_role: a.admin_role.clone(),
+        }
+    }
+}
+
 /// Verifies bearer tokens against the configured keys and, when one is
 /// configured, a JWKS.
 pub struct JwtVerifier {
@@ -42,19 +68,12 @@ pub struct JwtVerifier {
     jwks: Option<Arc<Jwks>>,
     /// One prepared validation per allowed algorithm.
     validations: Vec<(Algorithm, Validation)>,
-    admin_role: String,
+    rules: TokenRules,
     verified: VerifiedCache,
 }
 
 impl JwtVerifier {
-    pub fn new(
-        static_keys: Vec<VerifyingKey>,
-        jwks: Option<Arc<Jwks>>,
-        issuer: &str,
-        audience: &str,
-        leeway: Duration,
-        admin_role: &str,
-    ) -> Self {
+    pub fn new(static_keys: Vec<VerifyingKey>, jwks: Option<Arc<Jwks>>, rules: TokenRules) -> Self {
         let validations = ALLOWED
             .iter()
             .map(|&alg| {
@@ -62,9 +81,9 @@ impl JwtVerifier {
                 v.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
                 v.validate_nbf = true;
                 v.validate_exp = true;
-                v.leeway = leeway.as_secs();
-                v.set_issuer(&[issuer]);
-                v.set_audience(&[audience]);
+                v.leeway = rules.leeway.as_secs();
+                v.set_issuer(&[&rules.issuer]);
+                v.set_audience(&[&rules.audience]);
                 (alg, v)
             })
             .collect();
@@ -72,21 +91,14 @@ impl JwtVerifier {
             static_keys: static_keys.into_iter().map(Arc::new).collect(),
             jwks,
             validations,
-            admin_role: admin_role.to_string(),
-            verified: VerifiedCache::new(leeway),
+            verified: VerifiedCache::new(rules.leeway),
+            rules,
         }
     }
 
     /// A verifier for HS256 tokens only (dev mode, tests).
-    pub fn hs256(secret: &Secret, issuer: &str, audience: &str, leeway: Duration, admin_role: &str) -> Self {
-        Self::new(
-            vec![VerifyingKey::hmac(secret.expose().as_bytes())],
-            None,
-            issuer,
-            audience,
-            leeway,
-            admin_role,
-        )
+    pub fn hs256(secret: &Secret, rules: TokenRules) -> Self {
+        Self::new(vec![VerifyingKey::hmac(secret.expose().as_bytes())], None, rules)
     }
 
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
@@ -105,6 +117,12 @@ impl JwtVerifier {
     async fn verify_uncached(&self, token: &str) -> Result<Principal, AuthFailure> {
         // The header only chooses among our keys; `jku`/`x5u` are never read.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
+        if header.crit.is_some() {
+            return Err(AuthFailure::UnsupportedCrit);
+        }
+        if header.typ.as_deref().is_some_and(|typ| !typed_as_jwt(typ)) {
+            return Err(AuthFailure::BadType);
+        }
         let alg = header.alg;
         let validation = self
             .validations
@@ -122,6 +140,7 @@ impl JwtVerifier {
             }
             None => self.try_family(token, alg, validation)?,
         };
+        self.check_times(&claims)?;
         let exp = claims.exp;
         let principal = self.principal(claims)?;
         self.verified.put(token, &principal, exp);
@@ -158,12 +177,27 @@ impl JwtVerifier {
         Err(AuthFailure::BadSignature)
     }
 
+    /// `exp` within the longest lifetime, `iat` not in the future (both with
+    /// leeway); the signature and `exp`/`nbf` themselves are checked already.
+    fn check_times(&self, claims: &Claims) -> Result<(), AuthFailure> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let leeway = self.rules.leeway.as_secs();
+        if claims.iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+            return Err(AuthFailure::IssuedInFuture);
+        }
+        let max = self.rules.max_lifetime.as_secs();
+        if max > 0 && claims.exp > now.saturating_add(max).saturating_add(leeway) {
+            return Err(AuthFailure::LifetimeTooLong);
+        }
+        Ok(())
+    }
+
     fn principal(&self, claims: Claims) -> Result<Principal, AuthFailure> {
         if claims.sub.is_empty() || claims.sub.len() > 256 || claims.sub.starts_with("apikey:") {
             return Err(AuthFailure::Malformed);
         }
         let roles = roles_from(&claims);
-        let is_admin = roles.contains(&self.admin_role);
+        let is_admin = roles.contains(&self.rules.admin_role);
         Ok(Principal {
             id: Arc::from(claims.sub),
             kind: PrincipalKind::User,
@@ -255,6 +289,13 @@ fn classify(kind: &ErrorKind) -> AuthFailure {
     }
 }
 
+/// A `typ` we accept: `JWT` or `at+jwt`, case-insensitive, with or without
+/// the `application/` prefix (RFC 7515 §4.1.9, RFC 9068 §2.1).
+fn typed_as_jwt(typ: &str) -> bool {
+    let typ = typ.get(..12).filter(|p| p.eq_ignore_ascii_case("application/")).map_or(typ, |_| &typ[12..]);
+    typ.eq_ignore_ascii_case("jwt") || typ.eq_ignore_ascii_case("at+jwt")
+}
+
 /// Mint an HS256 token (for `sessiongate token`, dev mode and tests).
 pub fn mint_token(
     secret: &Secret,
@@ -290,8 +331,28 @@ mod tests {
         Secret::new("0123456789abcdef0123456789abcdef")
     }
 
+    fn rules() -> TokenRules {
+        TokenRules {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway: Duration::from_secs(0),
+            max_lifetime: Duration::from_secs(24 * 3600),
+            admin_role: "admin".into(),
+        }
+    }
+
     fn verifier() -> JwtVerifier {
-        JwtVerifier::hs256(&secret(), "iss", "aud", Duration::from_secs(0), "admin")
+        JwtVerifier::hs256(&secret(), rules())
+    }
+
+    #[test]
+    fn typ_is_jwt_or_at_jwt_with_or_without_the_media_type_prefix() {
+        for ok in ["JWT", "jwt", "at+jwt", "AT+JWT", "application/jwt", "Application/At+JWT"] {
+            assert!(typed_as_jwt(ok), "{ok}");
+        }
+        for bad in ["dpop+jwt", "JOSE", "", "application/", "application/dpop+jwt", "jwt ", "secevent+jwt"] {
+            assert!(!typed_as_jwt(bad), "{bad}");
+        }
     }
 
     #[tokio::test]

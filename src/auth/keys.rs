@@ -11,6 +11,29 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::path::Path;
 
+/// RSA keys shorter than this are refused (RFC 7518 §3.3).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Why a JWKS key was left out: the `reason` label of
+/// `sessiongate_jwks_keys_skipped_total`, and the detail for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub reason: &'static str,
+    pub why: String,
+}
+
+impl Skipped {
+    /// An RSA key under `MIN_RSA_BITS`.
+    pub const WEAK: &'static str = "weak_key";
+    /// Anything else we do not use: `use=enc`, `oct`, other curves or algorithms.
+    pub const UNSUPPORTED: &'static str = "unsupported";
+    pub const REASONS: [&'static str; 2] = [Self::WEAK, Self::UNSUPPORTED];
+
+    fn unsupported(why: impl Into<String>) -> Self {
+        Self { reason: Self::UNSUPPORTED, why: why.into() }
+    }
+}
+
 /// The only algorithms accepted (RFC 8725: an explicit allowlist).
 pub const ALLOWED: [Algorithm; 5] =
     [Algorithm::HS256, Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA];
@@ -67,6 +90,14 @@ impl VerifyingKey {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let kid = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         let (family, key) = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+            let bits = rsa_pem_bits(&pem)
+                .with_context(|| format!("{}: cannot read the RSA key's size", path.display()))?;
+            if bits < MIN_RSA_BITS {
+                bail!(
+                    "{}: an RSA key of {bits} bits; RS256 and PS256 need at least {MIN_RSA_BITS} (RFC 7518 §3.3)",
+                    path.display()
+                );
+            }
             (Family::Rsa, k)
         } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
             (Family::Ec, k)
@@ -80,15 +111,28 @@ impl VerifyingKey {
 
     /// A key from a JWKS. Symmetric (`oct`) keys and curves we do not accept
     /// are refused: a key set served over the network never holds secrets.
-    pub fn from_jwk(jwk: &Jwk) -> Result<Self, String> {
+    /// RSA keys under `MIN_RSA_BITS` are refused as weak.
+    pub fn from_jwk(jwk: &Jwk) -> Result<Self, Skipped> {
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            return Err("an encryption key (use=enc)".into());
+            return Err(Skipped::unsupported("an encryption key (use=enc)"));
         }
         let family = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => Family::Rsa,
+            AlgorithmParameters::RSA(p) => {
+                let bits = modulus_bits(&p.n)
+                    .ok_or_else(|| Skipped::unsupported("an RSA modulus that is not base64url"))?;
+                if bits < MIN_RSA_BITS {
+                    return Err(Skipped {
+                        reason: Skipped::WEAK,
+                        why: format!(
+                            "an RSA key of {bits} bits; at least {MIN_RSA_BITS} are needed (RFC 7518 §3.3)"
+                        ),
+                    });
+                }
+                Family::Rsa
+            }
             AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Family::Ec,
             AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Family::Ed,
-            _ => return Err("unsupported key type or curve".into()),
+            _ => return Err(Skipped::unsupported("unsupported key type or curve")),
         };
         let pinned = match jwk.common.key_algorithm {
             None => None,
@@ -96,14 +140,33 @@ impl VerifyingKey {
             Some(KeyAlgorithm::PS256) => Some(Algorithm::PS256),
             Some(KeyAlgorithm::ES256) => Some(Algorithm::ES256),
             Some(KeyAlgorithm::EdDSA) => Some(Algorithm::EdDSA),
-            Some(other) => return Err(format!("algorithm {other:?} is not allowed")),
+            Some(other) => return Err(Skipped::unsupported(format!("algorithm {other:?} is not allowed"))),
         };
         if pinned.is_some_and(|p| family_of(p) != Some(family)) {
-            return Err("the key's alg does not fit its key type".into());
+            return Err(Skipped::unsupported("the key's alg does not fit its key type"));
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| Skipped::unsupported(e.to_string()))?;
         Ok(Self { kid: jwk.common.key_id.clone(), family, pinned, key })
     }
+}
+
+/// The size of an RSA public key in PEM form (SPKI or PKCS#1).
+fn rsa_pem_bits(pem: &[u8]) -> anyhow::Result<usize> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::traits::PublicKeyParts;
+    let text = std::str::from_utf8(pem)?;
+    let key =
+        rsa::RsaPublicKey::from_public_key_pem(text).or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(text))?;
+    Ok(key.n().bits())
+}
+
+/// The bits of a JWK's base64url modulus `n`, leading zeros left out.
+fn modulus_bits(n: &str) -> Option<usize> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n.trim_end_matches('=')).ok()?;
+    let first = bytes.iter().position(|&b| b != 0)?;
+    Some((bytes.len() - first - 1) * 8 + (8 - bytes[first].leading_zeros() as usize))
 }
 
 #[cfg(test)]
@@ -124,5 +187,16 @@ mod tests {
         assert!(pinned.accepts(Algorithm::RS256) && !pinned.accepts(Algorithm::PS256));
         let hmac = VerifyingKey::hmac(b"k");
         assert!(hmac.accepts(Algorithm::HS256) && !hmac.accepts(Algorithm::HS384));
+    }
+
+    #[test]
+    fn modulus_bits_leave_out_leading_zeros() {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(modulus_bits(&b64(&[0x80; 256])), Some(2048));
+        assert_eq!(modulus_bits(&b64(&[0x01, 0xff])), Some(9));
+        assert_eq!(modulus_bits(&b64(&[0x00, 0x00, 0x80])), Some(8));
+        assert_eq!(modulus_bits(&b64(&[0x00])), None);
+        assert_eq!(modulus_bits("not base64!"), None);
     }
 }

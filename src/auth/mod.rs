@@ -12,7 +12,7 @@ pub mod keys;
 
 pub use api_keys::ApiKeys;
 pub use jwks::Jwks;
-pub use jwt::{Claims, JwtVerifier, MAX_TOKEN_BYTES, mint_token};
+pub use jwt::{Claims, JwtVerifier, MAX_TOKEN_BYTES, TokenRules, mint_token};
 
 use crate::config::{AuthConfig, Secret};
 use crate::telemetry::Events;
@@ -60,6 +60,14 @@ pub enum AuthFailure {
     BadApiKey,
     Ambiguous,
     Forbidden,
+    /// A `crit` header: we understand no extension (RFC 7515 §4.1.11).
+    UnsupportedCrit,
+    /// A `typ` other than `JWT` or `at+jwt` (RFC 8725 §3.11, RFC 9068).
+    BadType,
+    /// `exp` further ahead than `auth.max_token_lifetime` (plus leeway).
+    LifetimeTooLong,
+    /// `iat` in the future beyond leeway.
+    IssuedInFuture,
 }
 
 impl AuthFailure {
@@ -76,6 +84,10 @@ impl AuthFailure {
             AuthFailure::BadApiKey => "bad_api_key",
             AuthFailure::Ambiguous => "ambiguous",
             AuthFailure::Forbidden => "forbidden",
+            AuthFailure::UnsupportedCrit => "unsupported_crit",
+            AuthFailure::BadType => "bad_type",
+            AuthFailure::LifetimeTooLong => "lifetime_too_long",
+            AuthFailure::IssuedInFuture => "issued_in_future",
         }
     }
 
@@ -93,6 +105,14 @@ impl AuthFailure {
             AuthFailure::BadApiKey => "the API key is not valid",
             AuthFailure::Ambiguous => "send either a bearer token or an API key, not both",
             AuthFailure::Forbidden => "the caller lacks the role this route requires",
+            AuthFailure::UnsupportedCrit => {
+                "the token header lists critical extensions (crit), which are not supported"
+            }
+            AuthFailure::BadType => "the token type (typ) is not JWT or at+jwt",
+            AuthFailure::LifetimeTooLong => {
+                "the token expires further ahead than the longest lifetime accepted"
+            }
+            AuthFailure::IssuedInFuture => "the token was issued in the future (iat)",
         }
     }
 }
@@ -171,16 +191,22 @@ pub async fn build(
         }
         Some(jwks)
     };
-    let jwt = JwtVerifier::new(
-        keys,
-        jwks.clone(),
-        &config.issuer,
-        &config.audience,
-        config.leeway,
-        &config.admin_role,
-    );
+    let jwt = JwtVerifier::new(keys, jwks.clone(), TokenRules::from(config));
     let api_keys = ApiKeys::from_config(&config.api_keys, &config.admin_role)?;
     Ok((Authenticator::new(jwt, api_keys), jwks))
+}
+
+/// Start-up checks of the configured key material, for `check-config` and
+/// the server alike: the HS256 secret's length, and each PEM key (readable,
+/// of a family we accept, RSA at least 2048 bits).
+pub fn check_key_material(config: &AuthConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    config.load_hs256_secret()?;
+    for (i, path) in config.public_key_files.iter().enumerate() {
+        VerifyingKey::from_pem_file(std::path::Path::new(path))
+            .with_context(|| format!("auth.public_key_files[{i}]"))?;
+    }
+    Ok(())
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).

@@ -59,6 +59,11 @@ pub struct ServerConfig {
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Connections open at once; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests being served at once; past it, a new request is answered
+    /// `503 OVERLOADED` at once (probes, `/metrics` and `/openapi.json` never).
+    pub max_in_flight: usize,
     pub cors_allowed_origins: Vec<String>,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -74,11 +79,16 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            max_connections: 10_000,
+            max_in_flight: 4096,
             cors_allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
         }
     }
 }
+
+/// The shortest HS256 secret accepted: 256 bits (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -87,6 +97,10 @@ pub struct AuthConfig {
     pub audience: String,
     #[serde(with = "duration")]
     pub leeway: Duration,
+    /// The furthest a token's `exp` may lie in the future (plus leeway);
+    /// zero turns the check off.
+    #[serde(with = "duration")]
+    pub max_token_lifetime: Duration,
     pub hs256_secret: Secret,
     pub hs256_secret_file: String,
     /// PEM public keys (RSA, P-256 or Ed25519); each file's stem is its `kid`.
@@ -119,6 +133,7 @@ impl Default for AuthConfig {
             issuer: "sessiongate".into(),
             audience: "sessiongate".into(),
             leeway: Duration::from_secs(30),
+            max_token_lifetime: Duration::from_secs(24 * 3600),
             hs256_secret: Secret::default(),
             hs256_secret_file: String::new(),
             public_key_files: Vec::new(),
@@ -142,15 +157,26 @@ impl AuthConfig {
             || !self.api_keys.is_empty()
     }
 
-    /// The HS256 secret, read from the file when one is named.
+    /// The HS256 secret, read from the file when one is named. Shorter than
+    /// `MIN_HS256_SECRET_BYTES` (an empty file included) is an error naming
+    /// the key: RFC 7518 §3.2 wants a key at least as long as the hash.
     pub fn load_hs256_secret(&self) -> anyhow::Result<Option<Secret>> {
         use anyhow::Context;
-        if !self.hs256_secret_file.is_empty() {
+        let (key, secret) = if !self.hs256_secret_file.is_empty() {
             let raw = std::fs::read_to_string(&self.hs256_secret_file)
                 .with_context(|| format!("auth.hs256_secret_file: cannot read {}", self.hs256_secret_file))?;
-            return Ok(Some(Secret::new(raw.trim_end_matches(['\r', '\n']))));
-        }
-        Ok((!self.hs256_secret.is_empty()).then(|| self.hs256_secret.clone()))
+            ("auth.hs256_secret_file", Secret::new(raw.trim_end_matches(['\r', '\n'])))
+        } else if !self.hs256_secret.is_empty() {
+            ("auth.hs256_secret", self.hs256_secret.clone())
+        } else {
+            return Ok(None);
+        };
+        let n = secret.expose().len();
+        anyhow::ensure!(
+            n >= MIN_HS256_SECRET_BYTES,
+            "{key}: the secret is {n} bytes; HS256 needs at least {MIN_HS256_SECRET_BYTES} (256 bits, RFC 7518 §3.2)"
+        );
+        Ok(Some(secret))
     }
 }
 
@@ -488,6 +514,14 @@ impl Config {
         );
         let srv = &self.server;
         check(srv.max_body_bytes >= 256, "server.max_body_bytes: must be at least 256");
+        check(
+            (1..=1_000_000).contains(&srv.max_connections),
+            "server.max_connections: must be between 1 and 1000000",
+        );
+        check(
+            (1..=1_000_000).contains(&srv.max_in_flight),
+            "server.max_in_flight: must be between 1 and 1000000",
+        );
         // At most an hour: slots and deadlines are derived from it (twice it
         // bounds a concurrency slot), and a larger one is no longer a bound.
         check(
@@ -587,6 +621,12 @@ impl Config {
         check(
             rl.per_ip.per_second == 0 || rl.per_ip.burst >= 1,
             "rate_limit.per_ip.burst: must be at least 1 when per_second is set",
+        );
+        // One token every 1/per_second s, in whole nanoseconds: past 10^9 the
+        // period would be zero and the limiter could not be built.
+        check(
+            rl.per_ip.per_second <= 1_000_000_000,
+            "rate_limit.per_ip.per_second: must be at most 1000000000 (0 turns the limit off)",
         );
         let mut names = std::collections::HashSet::new();
         for (i, p) in rl.policies.iter().enumerate() {
@@ -741,6 +781,9 @@ mod tests {
     #[test]
     fn bounds_that_keep_timers_finite_are_checked() {
         for (toml, key) in [
+            ("[rate_limit]\nper_ip = { per_second = 2000000000, burst = 1 }", "rate_limit.per_ip.per_second"),
+            ("[server]\nmax_in_flight = 0", "server.max_in_flight"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
             ("[server]\nrequest_timeout = \"2h\"", "server.request_timeout"),
             ("[server]\nrequest_timeout = \"300000000000y\"", "server.request_timeout"),
             ("[auth]\njwks_cooldown = \"0s\"", "auth.jwks_cooldown"),

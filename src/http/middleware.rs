@@ -439,8 +439,9 @@ fn render_problem(
     Response::from_parts(parts, Body::from(body))
 }
 
-/// The gate, then the router. A route that is not `Access::Open` needs: the
-/// per-IP limit first, so a flood never reaches the token verifier; then
+/// The gate, then the router. A route that is not `Access::Open` needs: a
+/// place under `server.max_in_flight` (else `503 OVERLOADED` at once); the
+/// per-IP limit, so a flood never reaches the token verifier; then
 /// authentication; then the per-principal limits; then, for admin routes,
 /// the admin role. An unmatched path goes straight to the router (a 404).
 ///
@@ -459,6 +460,11 @@ async fn gated(
 ) -> Response<Body> {
     let Some(found) = found.filter(|r| r.access != Access::Open) else {
         return route(router, req).await;
+    };
+    // Held until the response is produced (or the request is dropped).
+    let Some(_serving) = state.in_flight.try_enter() else {
+        state.events.request_shed();
+        return super::problem::ApiError::Overloaded.into_response();
     };
     if let Some(limit) = &state.per_ip
         && let Some(refused) = per_ip(state, limit, &req)

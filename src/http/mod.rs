@@ -62,6 +62,42 @@ pub struct AppParts {
     /// `server.max_body_bytes` and `server.request_timeout`, applied by the envelope.
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
+    /// `server.max_in_flight`: the requests being served, and the bound.
+    pub in_flight: InFlightBound,
+}
+
+/// The requests being served at once, bounded: past the bound a request is
+/// refused at once (`503 OVERLOADED`) instead of queueing behind the others,
+/// so latency under a flood stays that of the admitted requests. An atomic
+/// count, taken and given back once per request.
+pub struct InFlightBound {
+    serving: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// One admitted request's place; given back when dropped.
+pub struct InFlightSlot<'a>(&'a InFlightBound);
+
+impl InFlightBound {
+    pub fn new(max: usize) -> Self {
+        Self { serving: Default::default(), max }
+    }
+
+    /// A place for one more request, or `None` when `max` are being served.
+    pub fn try_enter(&self) -> Option<InFlightSlot<'_>> {
+        use std::sync::atomic::Ordering;
+        if self.serving.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.serving.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlightSlot(self))
+    }
+}
+
+impl Drop for InFlightSlot<'_> {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The per-IP limiter's configuration (tower-governor, keyed by client IP).

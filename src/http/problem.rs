@@ -126,6 +126,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("draining")]
     Draining,
+    /// `server.max_in_flight` requests are being served.
+    #[error("overloaded")]
+    Overloaded,
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64, violated: Vec<Arc<str>>, headers: Option<RateLimitHeaders> },
     #[error("rate-limit store unavailable")]
@@ -208,6 +211,15 @@ impl IntoResponse for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "STORE_UNAVAILABLE",
                     "rate-limit storage is unavailable",
+                )
+                .suggest("Retry after the number of seconds in Retry-After.")
+            }
+            ApiError::Overloaded => {
+                headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "OVERLOADED",
+                    "this instance is serving as many requests as it accepts at once",
                 )
                 .suggest("Retry after the number of seconds in Retry-After.")
             }

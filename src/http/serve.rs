@@ -33,12 +33,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// What bounds a listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Longest wait for a request's head.
+    pub header_read_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
 pub async fn serve<S>(
     listener: TcpListener,
     app: S,
     stop: CancellationToken,
     abort: CancellationToken,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
 ) where
     S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
         + Clone
@@ -49,8 +58,14 @@ pub async fn serve<S>(
 {
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (all_closed, connection) = tokio::sync::watch::channel(());
+    let ConnectionLimits { header_read_timeout, max_connections } = limits;
     let deadlines = super::head_deadline::HeadDeadlines::start(header_read_timeout);
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
+        let slot = tokio::select! {
+            slot = open.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = stop.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -103,6 +118,7 @@ pub async fn serve<S>(
                 _ = abort.cancelled() => {}
             }
             drop(connection);
+            drop(slot);
         });
     }
     drop(listener);

@@ -65,6 +65,7 @@ pub const STORE_OPERATION_DURATION: &str = "sessiongate_store_operation_duration
 pub const STORE_ERRORS: &str = "sessiongate_store_errors_total";
 pub const CONFIG_CHANGES: &str = "sessiongate_config_changes_total";
 pub const STORE_UP: &str = "sessiongate_store_up";
+pub const JWKS_KEYS_SKIPPED: &str = "sessiongate_jwks_keys_skipped_total";
 pub const REQUESTS_SHED: &str = "sessiongate_requests_shed_total";
 pub const STORE_TOPOLOGY_REFRESHES: &str = "sessiongate_store_topology_refreshes_total";
 pub const JWKS_REFRESHES: &str = "sessiongate_jwks_refreshes_total";
@@ -221,6 +222,14 @@ pub const CATALOG: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
+        name: JWKS_KEYS_SKIPPED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "JWKS keys left out when a key set was fetched, by reason (weak_key: RSA under 2048 bits; unsupported).",
+        labels: &["reason"],
+        buckets: &[],
+    },
+    MetricDef {
         name: REQUESTS_SHED,
         kind: Kind::Counter,
         unit: None,
@@ -292,7 +301,7 @@ pub mod values {
     pub const JWKS_OUTCOMES: [&str; 2] = ["ok", "error"];
     pub const TOPOLOGY_OUTCOMES: [&str; 3] = ["changed", "unchanged", "error"];
     pub const AGENT_OUTCOMES: [&str; 3] = ["ok", "error", "timeout"];
-    pub const AUTH_FAILURE_REASONS: [&str; 11] = [
+    pub const AUTH_FAILURE_REASONS: [&str; 15] = [
         "missing",
         "malformed",
         "bad_signature",
@@ -304,6 +313,10 @@ pub mod values {
         "bad_api_key",
         "ambiguous",
         "forbidden",
+        "unsupported_crit",
+        "bad_type",
+        "lifetime_too_long",
+        "issued_in_future",
     ];
     /// The label for requests that matched no route (never the raw path).
     pub const UNMATCHED_ROUTE: &str = "unmatched";

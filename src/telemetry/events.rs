@@ -62,6 +62,9 @@ impl Events {
         for outcome in values::TOPOLOGY_OUTCOMES {
             m.counter(catalog::STORE_TOPOLOGY_REFRESHES, vec![Label::new("outcome", outcome)]).absolute(0);
         }
+        for reason in crate::auth::keys::Skipped::REASONS {
+            m.counter(catalog::JWKS_KEYS_SKIPPED, vec![Label::new("reason", reason)]).absolute(0);
+        }
         for outcome in values::JWKS_OUTCOMES {
             m.counter(catalog::JWKS_REFRESHES, vec![Label::new("outcome", outcome)]).absolute(0);
         }
@@ -181,6 +184,13 @@ impl Events {
         }
     }
 
+    /// A request refused at once: `server.max_in_flight` were being served.
+    /// Counted only; a flood would otherwise log a line per refusal (the
+    /// access log has each one's line already).
+    pub fn request_shed(&self) {
+        self.metrics.counter(catalog::REQUESTS_SHED, vec![]).increment(1);
+    }
+
     /// One Redis Cluster node stopped or started answering (`node`:
     /// `host:port`); logged once each way. The store's own availability
     /// follows from all of them.
@@ -234,6 +244,20 @@ impl Events {
             Err(error) => {
                 tracing::warn!(event = "jwks_refresh_failed", %error, "JWKS fetch failed; keeping the last good keys")
             }
+        }
+    }
+
+    /// A key of a fetched JWKS was left out: counted; a weak key is warned of
+    /// (its tokens will be refused), an unsupported one only noted.
+    pub fn jwks_key_skipped(&self, kid: Option<&str>, skipped: &crate::auth::keys::Skipped) {
+        self.metrics
+            .counter(catalog::JWKS_KEYS_SKIPPED, vec![Label::new("reason", skipped.reason)])
+            .increment(1);
+        let kid = kid.unwrap_or("");
+        if skipped.reason == crate::auth::keys::Skipped::WEAK {
+            tracing::warn!(event = "jwks_key_skipped", kid, reason = skipped.reason, why = %skipped.why, "JWKS key skipped; tokens naming it are refused");
+        } else {
+            tracing::debug!(event = "jwks_key_skipped", kid, reason = skipped.reason, why = %skipped.why, "JWKS key skipped");
         }
     }
 

@@ -28,6 +28,35 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
+/// W3C Trace Context's bounds on a `tracestate` we pass on: 32 members, 512
+/// bytes; a member over 128 bytes is the first to go (§3.3.1.5).
+const TRACESTATE_MEMBERS: usize = 32;
+const TRACESTATE_BYTES: usize = 512;
+const TRACESTATE_LONG_MEMBER: usize = 128;
+
+/// The client's `tracestate` as we forward it: unchanged within the bounds;
+/// else its members over 128 bytes dropped, then members from the end, until
+/// it fits; `None` when nothing is left (or it is not text).
+fn bounded_tracestate(value: &HeaderValue) -> Option<HeaderValue> {
+    let text = value.to_str().ok()?;
+    let members = || text.split(',').map(str::trim).filter(|m| !m.is_empty());
+    if text.len() <= TRACESTATE_BYTES && members().count() <= TRACESTATE_MEMBERS {
+        return Some(value.clone());
+    }
+    let mut kept = String::with_capacity(TRACESTATE_BYTES);
+    for member in members().filter(|m| m.len() <= TRACESTATE_LONG_MEMBER).take(TRACESTATE_MEMBERS) {
+        let sep = usize::from(!kept.is_empty());
+        if kept.len() + sep + member.len() > TRACESTATE_BYTES {
+            break;
+        }
+        if sep == 1 {
+            kept.push(',');
+        }
+        kept.push_str(member);
+    }
+    (!kept.is_empty()).then(|| HeaderValue::from_str(&kept).ok()).flatten()
+}
+
 /// Set once, when the OpenTelemetry layer is installed.
 static OTEL_ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -86,7 +115,9 @@ impl RequestContext {
             }
         }
         let (trace_id, sampled, tracestate) = match headers.get(&TRACEPARENT).and_then(parse_traceparent) {
-            Some((trace_id, sampled)) => (trace_id, sampled, headers.get(&TRACESTATE).cloned()),
+            Some((trace_id, sampled)) => {
+                (trace_id, sampled, headers.get(&TRACESTATE).and_then(bounded_tracestate))
+            }
             None => (TraceId::from(rand::random::<u128>().max(1)), false, None),
         };
         Self {
@@ -199,6 +230,27 @@ impl Injector for HeaderInjector<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tracestate_past_the_w3c_bounds_is_cut_down_to_them() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        let small = v("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+        assert_eq!(bounded_tracestate(&small), Some(small.clone()), "within the bounds: unchanged");
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
+        let cut = bounded_tracestate(&v(&many.join(","))).unwrap();
+        assert_eq!(cut.to_str().unwrap().split(',').count(), 32, "the first 32 members");
+        assert!(cut.to_str().unwrap().starts_with("k0=v,k1=v"));
+        let long = format!(
+            "big={},small=1,{}",
+            "x".repeat(200),
+            (0..60).map(|i| format!("m{i}=0123456789")).collect::<Vec<_>>().join(",")
+        );
+        let cut = bounded_tracestate(&v(&long)).unwrap();
+        let cut = cut.to_str().unwrap();
+        assert!(cut.len() <= 512 && cut.starts_with("small=1,m0="), "{cut}");
+        assert!(!cut.contains("big="), "the member over 128 bytes goes first");
+        assert_eq!(bounded_tracestate(&v(&format!("only={}", "y".repeat(600)))), None);
+    }
+
     use super::*;
 
     fn hv(s: &str) -> HeaderValue {

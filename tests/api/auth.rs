@@ -151,8 +151,9 @@ async fn probes_metrics_and_openapi_need_no_credentials() {
 
 #[tokio::test]
 async fn a_token_expiring_at_the_end_of_time_is_served_twice_without_overflow() {
-    // A leeway, so `exp + leeway` would overflow if added naively.
-    let app = spawn_app_with("[auth]\nleeway = \"30s\"").await;
+    // A leeway, so `exp + leeway` would overflow if added naively; no bound
+    // on the lifetime (by default such a token is refused as too long-lived).
+    let app = spawn_app_with("[auth]\nleeway = \"30s\"\nmax_token_lifetime = \"0s\"").await;
     let claims = serde_json::json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": u64::MAX});
     let t = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),

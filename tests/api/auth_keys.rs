@@ -189,8 +189,9 @@ async fn interop_vectors_from_pyjwt_verify_as_labelled() {
     let fixtures: Value = serde_json::from_slice(&std::fs::read(dir.join("vectors.json")).unwrap()).unwrap();
     let files =
         toml_list(&[&dir.join("interop-rsa.pem"), &dir.join("interop-ec.pem"), &dir.join("interop-ed.pem")]);
+    // The vectors' valid tokens expire in 2100: no bound on their lifetime.
     let app = spawn_app_with(&format!(
-        "[auth]\nissuer = {:?}\naudience = {:?}\npublic_key_files = {files}",
+        "[auth]\nissuer = {:?}\naudience = {:?}\npublic_key_files = {files}\nmax_token_lifetime = \"0s\"",
         fixtures["issuer"].as_str().unwrap(),
         fixtures["audience"].as_str().unwrap()
     ))
@@ -400,4 +401,175 @@ async fn an_empty_key_set_keeps_the_last_good_keys() {
         StatusCode::OK,
         "an empty set did not lock everyone out"
     );
+}
+
+/// Key and token hygiene (RFC 7515 §4.1.11, 7518 §3.3, 8725 §3.11, 9068):
+/// vectors made by PyJWT (`tests/fixtures/interop/make_hygiene_fixtures.py`),
+/// verified through a JWKS that holds a 1024-bit RSA key beside a 2048-bit one.
+#[tokio::test]
+async fn hygiene_vectors_from_pyjwt_verify_as_labelled() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/interop");
+    let fixtures: Value = serde_json::from_slice(&std::fs::read(dir.join("hygiene.json")).unwrap()).unwrap();
+    let set: JwkSet = serde_json::from_value(fixtures["jwks"].clone()).unwrap();
+    let server = JwksServer::default();
+    server.set(set.keys);
+    let url = server.start().await;
+    let app = spawn_app_with(&format!(
+        "[auth]\nissuer = {:?}\naudience = {:?}\njwks_url = {url:?}\njwks_cooldown = \"1h\"\njwks_refresh = \"1h\"\n\
+         max_token_lifetime = \"876000h\"",
+        fixtures["issuer"].as_str().unwrap(),
+        fixtures["audience"].as_str().unwrap()
+    ))
+    .await;
+    let new_reasons = ["unsupported_crit", "bad_type", "lifetime_too_long", "issued_in_future"];
+    for reason in new_reasons {
+        let series = format!("sessiongate_auth_failures_total{{reason=\"{reason}\"}}");
+        assert_eq!(app.metric(&series).await, Some(0.0), "{reason} starts at 0");
+    }
+    let skipped = r#"sessiongate_jwks_keys_skipped_total{reason="weak_key"}"#;
+    assert_eq!(app.metric(skipped).await, Some(1.0), "the 1024-bit key is left out, and counted");
+    let mut descriptions = std::collections::HashSet::new();
+    for v in fixtures["vectors"].as_array().unwrap() {
+        let token = v["token"].as_str().unwrap();
+        let r = app.get(token, "/v1/sessions").await;
+        let status = r.status();
+        let challenge = r.headers().get("www-authenticate").map(|h| h.to_str().unwrap().to_owned());
+        let body: Value = r.json().await.unwrap();
+        match v["expect"].as_str().unwrap() {
+            "ok" => assert_eq!(status, StatusCode::OK, "{}: {body}", v["name"]),
+            want => {
+                assert_eq!(
+                    (status, body["reason"].as_str()),
+                    (StatusCode::UNAUTHORIZED, Some(want)),
+                    "{}",
+                    v["name"]
+                );
+                let challenge = challenge.expect("a 401 carries WWW-Authenticate");
+                assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}");
+                if new_reasons.contains(&want) {
+                    descriptions.insert(challenge);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        descriptions.len(),
+        new_reasons.len(),
+        "each reason has its own error_description: {descriptions:?}"
+    );
+    for reason in new_reasons {
+        let series = format!("sessiongate_auth_failures_total{{reason=\"{reason}\"}}");
+        assert!(app.metric(&series).await.unwrap() >= 1.0, "{reason} counted");
+    }
+}
+
+/// What `Application::build` says of this `[auth]` table (with and without
+/// `--production`: key hygiene does not depend on it).
+async fn build_error(auth: &str) -> Option<String> {
+    let mut errors = Vec::new();
+    for production in [false, true] {
+        let config = sessiongate::config::Config::from_toml(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\nissuer = {ISSUER:?}\naudience = {AUDIENCE:?}\n{auth}"
+        ))
+        .expect("the file itself is valid");
+        let options = sessiongate::startup::BuildOptions { production, clock: None };
+        let built = sessiongate::startup::Application::build(config, options).await;
+        errors.push(built.err().map(|e| format!("{e:#}")));
+    }
+    assert_eq!(errors[0], errors[1], "the same with and without --production");
+    errors.remove(0)
+}
+
+#[tokio::test]
+async fn hs256_secrets_shorter_than_32_bytes_are_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // A secret file holding only a newline: before, the server started with
+    // an empty HMAC key, and HMAC("") signed an admin's token.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let e =
+        build_error(&format!("hs256_secret_file = {:?}", empty.to_str().unwrap())).await.expect("refused");
+    assert!(e.contains("auth.hs256_secret_file: the secret is 0 bytes; HS256 needs at least 32"), "{e}");
+    let e = build_error("hs256_secret = \"0123456789abcdef\"").await.expect("refused");
+    assert!(e.contains("auth.hs256_secret: the secret is 16 bytes"), "{e}");
+    assert_eq!(build_error("hs256_secret = \"0123456789abcdef0123456789abcdef\"").await, None);
+    // check-config says the same.
+    let file = dir.path().join("short.toml");
+    std::fs::write(&file, "[auth]\nhs256_secret = \"0123456789abcdef\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.hs256_secret: the secret is 16 bytes"));
+}
+
+#[tokio::test]
+async fn an_rsa_pem_key_under_2048_bits_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("small.key");
+    let public = dir.path().join("small.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    openssl(&["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+    let e =
+        build_error(&format!("public_key_files = [{:?}]", public.to_str().unwrap())).await.expect("refused");
+    assert!(e.contains("auth.public_key_files[0]") && e.contains("an RSA key of 1024 bits"), "{e}");
+    gen_key(dir.path(), "strong", Algorithm::RS256);
+    assert_eq!(
+        build_error(&format!("public_key_files = [{:?}]", dir.path().join("strong.pem").to_str().unwrap()))
+            .await,
+        None
+    );
+}
+
+#[tokio::test]
+async fn tokens_living_longer_than_max_token_lifetime_are_refused_unless_it_is_off() {
+    let long = token_with("alice", &[], Duration::from_secs(48 * 3600));
+    let short = token_with("alice", &[], Duration::from_secs(23 * 3600));
+    let app = spawn_app().await;
+    assert_eq!(
+        status_and_reason(&app, &long).await,
+        (StatusCode::UNAUTHORIZED, Some("lifetime_too_long".into()))
+    );
+    assert_eq!(status_and_reason(&app, &short).await.0, StatusCode::OK);
+    let off = spawn_app_with("[auth]\nmax_token_lifetime = \"0s\"").await;
+    assert_eq!(status_and_reason(&off, &long).await.0, StatusCode::OK);
+}
+
+/// A JWKS body with no Content-Length that never ends is cut off at the
+/// bound while it streams in (a whole-body read would never return).
+#[tokio::test]
+async fn an_endless_jwks_body_is_cut_off_while_it_streams() {
+    async fn endless() -> axum::body::Body {
+        let chunk = axum::body::Bytes::from(vec![b' '; 8192]);
+        axum::body::Body::from_stream(futures::stream::repeat_with(move || {
+            Ok::<_, std::io::Error>(chunk.clone())
+        }))
+    }
+    let app = axum::Router::new().route("/jwks.json", axum::routing::get(endless));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = sessiongate::config::Config::from_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\njwks_url = {url:?}\njwks_refresh = \"1h\"\njwks_cooldown = \"1h\""
+    ))
+    .unwrap();
+    let options = sessiongate::startup::BuildOptions { production: true, clock: None };
+    let built = tokio::time::timeout(
+        Duration::from_secs(20),
+        sessiongate::startup::Application::build(config, options),
+    )
+    .await
+    .expect("the fetch gives up at the bound");
+    let e = format!("{:#}", built.err().expect("production refuses a JWKS it cannot read"));
+    assert!(e.contains("the key set is larger than"), "{e}");
 }

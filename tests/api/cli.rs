@@ -81,10 +81,13 @@ async fn token_mints_what_the_server_accepts() {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let verifier = sessiongate::auth::JwtVerifier::hs256(
         &sessiongate::config::Secret::new(SECRET),
-        ISSUER,
-        AUDIENCE,
-        Duration::ZERO,
-        "admin",
+        sessiongate::auth::TokenRules {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway: Duration::ZERO,
+            max_lifetime: Duration::from_secs(24 * 3600),
+            admin_role: "admin".into(),
+        },
     );
     let p = verifier.verify(&token).await.expect("server accepts the minted token");
     assert_eq!(&*p.id, "carol");

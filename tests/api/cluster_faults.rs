@@ -13,14 +13,23 @@ use std::time::{Duration, Instant};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// A large window on every route, and a small one on `GET /v1/tool-sets`
+/// (which the traffic never calls) to show the limiter exact afterwards.
 fn config(urls: &[String]) -> String {
     let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
     format!(
         "[store]\nbackend = \"redis\"\nredis_cluster_urls = [{}]\nkey_prefix = \"f\"\ncommand_timeout = \"500ms\"\n\
          [sessions]\nidle_ttl = \"10m\"\nreaper_interval = \"100ms\"\n\
-         [[rate_limit.policies]]\nname = \"p\"\nlimit = 1000000\nwindow = \"60s\"",
+         [[rate_limit.policies]]\nname = \"p\"\nlimit = 1000000\nwindow = \"60s\"\n\
+         [[rate_limit.policies]]\nname = \"listing\"\nlimit = 5\nwindow = \"60s\"\nroutes = [\"GET /v1/tool-sets\"]",
         urls.join(", ")
     )
+}
+
+/// The hash slot of a principal's rate-limit counters.
+fn slot_of_principal(cluster: &RedisCluster, principal: &str) -> u16 {
+    let tag = format!("{{p:{principal}}}");
+    cli(cluster.nodes[0].port, &["cluster", "keyslot", &tag]).trim().parse().expect("a slot")
 }
 
 /// The hash slot of a user's sessions (their group's tag).
@@ -151,6 +160,10 @@ async fn a_killed_master_fails_over_and_only_its_users_wait() {
         })
         .expect("the victim has a replica");
     let on_victim: Vec<bool> = owner.iter().map(|&o| o == victim).collect();
+    let limited_on_victim = users
+        .iter()
+        .filter(|u| cluster.owner_of(slot_of_principal(&cluster, &u.name), 0) == Some(victim))
+        .count();
     assert!(on_victim.iter().any(|&v| v) && on_victim.iter().any(|&v| !v), "users on both sides");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -238,6 +251,24 @@ async fn a_killed_master_fails_over_and_only_its_users_wait() {
     let changed =
         app.metric(r#"sessiongate_store_topology_refreshes_total{outcome="changed"}"#).await.unwrap();
     assert!(changed >= 2.0, "the first map and the failover's: {changed}");
+    // The limiter followed on_store_error ("allow") for the principals whose
+    // counters were on the dead master, and counts exactly on its heir now.
+    let store_errors = app.metric(r#"sessiongate_ratelimit_store_errors_total{policy="p"}"#).await.unwrap();
+    assert_eq!(
+        store_errors > 0.0,
+        limited_on_victim > 0,
+        "{limited_on_victim} principals' counters were on the victim"
+    );
+    let heir_principal = (0..1000)
+        .map(|i| format!("counted-{i}"))
+        .find(|p| cluster.owner_of(slot_of_principal(&cluster, p), heir) == Some(heir))
+        .expect("a principal whose counters live on the promoted replica");
+    let t = token(&heir_principal);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(app.get(&t, "/v1/tool-sets").await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429], "exactly 5 per window on the promoted node");
     // Expiry after the failover is counted once per session.
     app.clock.advance(Duration::from_secs(11 * 60));
     assert!(

@@ -17,6 +17,7 @@ mod limiter_model;
 mod loadtest;
 mod monitoring;
 mod observability;
+mod overload;
 mod owasp;
 mod process;
 mod ratelimit;

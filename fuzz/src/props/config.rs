@@ -139,7 +139,7 @@ fn promises(config: &Config) {
     } else {
         a.hs256_secret.clone()
     };
-    let verifier = JwtVerifier::hs256(&secret, &a.issuer, &a.audience, a.leeway, &a.admin_role);
+    let verifier = JwtVerifier::hs256(&secret, sessiongate::auth::TokenRules::from(a));
     let roles = [a.admin_role.clone()];
     let token = mint_token(&secret, &a.issuer, &a.audience, "fuzz-user", &roles, Duration::from_secs(60))
         .expect("minting a token");

@@ -35,6 +35,8 @@ pub const SECRET: &str = "fuzz-hs256-secret-0123456789abcdef-0123";
 pub const ISSUER: &str = "https://issuer.example";
 pub const AUDIENCE: &str = "sessiongate";
 pub const LEEWAY_SECS: u64 = 30;
+/// `auth.max_token_lifetime`: `exp` at most this far ahead (plus leeway).
+const MAX_LIFETIME_SECS: u64 = 24 * 3600;
 pub const ADMIN_ROLE: &str = "admin";
 pub const API_KEY: &str = "sg_fuzz_0123456789abcdef0123456789abcdef";
 pub const API_KEY_ID: &str = "fuzz-key";
@@ -52,10 +54,13 @@ fn harness() -> &'static Harness {
         let verifier = || {
             JwtVerifier::hs256(
                 &Secret::new(SECRET),
-                ISSUER,
-                AUDIENCE,
-                Duration::from_secs(LEEWAY_SECS),
-                ADMIN_ROLE,
+                sessiongate::auth::TokenRules {
+                    issuer: ISSUER.into(),
+                    audience: AUDIENCE.into(),
+                    leeway: Duration::from_secs(LEEWAY_SECS),
+                    max_lifetime: Duration::from_secs(MAX_LIFETIME_SECS),
+                    admin_role: ADMIN_ROLE.into(),
+                },
             )
         };
         let hash: String = sha256(API_KEY.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
@@ -196,6 +201,8 @@ pub fn assert_accepted(token: &str, principal: &Principal, before: u64, after: u
     let header = json(header, "header");
     assert_eq!(header.get("alg"), Some(&Value::from("HS256")), "accepted the header {header}");
     assert!(header.get("kid").is_none_or(Value::is_null), "accepted a kid without a keyed key: {header}");
+    assert!(header.get("crit").is_none(), "accepted a crit header: {header}");
+    assert!(header.get("typ").is_none_or(|t| t.as_str().is_some_and(jwt_typ)), "accepted the typ: {header}");
     let claims = json(payload, "payload");
     let c = claims.as_object().unwrap_or_else(|| panic!("accepted claims that are no object: {claims}"));
     let sub =
@@ -212,6 +219,11 @@ pub fn assert_accepted(token: &str, principal: &Principal, before: u64, after: u
     assert!(aud_ok, "accepted the audience: {claims}");
     let exp = c.get("exp").and_then(Value::as_u64).unwrap_or_else(|| panic!("accepted the exp: {claims}"));
     assert!(exp.saturating_add(LEEWAY_SECS) >= before, "accepted an expired token: {claims}");
+    assert!(exp <= after + MAX_LIFETIME_SECS + LEEWAY_SECS, "accepted a token living too long: {claims}");
+    if let Some(iat) = c.get("iat") {
+        let iat = iat.as_u64().unwrap_or_else(|| panic!("accepted the iat: {claims}"));
+        assert!(iat <= after + LEEWAY_SECS, "accepted a token issued in the future: {claims}");
+    }
     match c.get("nbf") {
         None => {}
         Some(nbf) => {
@@ -238,6 +250,14 @@ pub fn assert_accepted(token: &str, principal: &Principal, before: u64, after: u
     assert_eq!(principal.is_admin, roles.iter().any(|r| r == ADMIN_ROLE), "admin flag of {claims}");
 }
 
+/// A `typ` the verifier accepts: `JWT` or `at+jwt`, any case, with or
+/// without `application/` (written here from the RFCs, not from the code).
+fn jwt_typ(typ: &str) -> bool {
+    let lower = typ.to_ascii_lowercase();
+    let bare = lower.strip_prefix("application/").unwrap_or(&lower);
+    bare == "jwt" || bare == "at+jwt"
+}
+
 /// Completeness: JSON in canonical form (as `serde_json` writes it, so no
 /// duplicate keys or escapes), the header `{"alg":"HS256"}` (and a string
 /// `typ`), and claims of the right types that satisfy every rule with a
@@ -250,7 +270,7 @@ fn should_accept(header: &[u8], payload: &[u8], token: &str, before: u64, after:
     };
     let (Some(h), Some(c)) = (canonical(header), canonical(payload)) else { return false };
     let header_ok = h.get("alg") == Some(&Value::from("HS256"))
-        && h.iter().all(|(k, v)| k == "alg" || (k == "typ" && v.is_string()));
+        && h.iter().all(|(k, v)| k == "alg" || (k == "typ" && v.as_str().is_some_and(jwt_typ)));
     let opt_u64 = |k: &str| c.get(k).is_none_or(|v| v.is_u64());
     let string_list = |v: &Value| v.as_array().is_some_and(|l| l.iter().all(Value::is_string));
     let claims_ok = c
@@ -263,10 +283,13 @@ fn should_accept(header: &[u8], payload: &[u8], token: &str, before: u64, after:
             Some(v) => string_list(v) && v.as_array().is_some_and(|l| l.iter().any(|a| a == AUDIENCE)),
             None => false,
         }
-        && c.get("exp").and_then(Value::as_u64).is_some_and(|e| e.saturating_add(LEEWAY_SECS) >= after + 2)
+        && c.get("exp").and_then(Value::as_u64).is_some_and(|e| {
+            e.saturating_add(LEEWAY_SECS) >= after + 2 && e + 2 <= before + MAX_LIFETIME_SECS + LEEWAY_SECS
+        })
         && opt_u64("nbf")
         && c.get("nbf").and_then(Value::as_u64).is_none_or(|n| n.saturating_add(2) <= before + LEEWAY_SECS)
         && opt_u64("iat")
+        && c.get("iat").and_then(Value::as_u64).is_none_or(|i| i.saturating_add(2) <= before + LEEWAY_SECS)
         && c.get("roles").is_none_or(|r| r.is_null() || string_list(r))
         && c.get("scope").is_none_or(|s| s.is_null() || s.is_string());
     header_ok && claims_ok && token.len() <= MAX_TOKEN_BYTES
