@@ -9,6 +9,7 @@
 pub mod duration;
 pub mod runtime;
 mod secret;
+mod validate;
 
 pub use secret::Secret;
 
@@ -485,214 +486,6 @@ impl Config {
         Self::finish(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut errors = Vec::new();
-        let mut check = |ok: bool, msg: &str| {
-            if !ok {
-                errors.push(msg.to_string());
-            }
-        };
-        let s = &self.sessions;
-        check(s.max_per_user >= 1, "sessions.max_per_user: must be at least 1");
-        check(s.max_per_user <= 10_000, "sessions.max_per_user: must be at most 10000");
-        // An upper bound keeps every expiry computation far from overflow.
-        let year = Duration::from_secs(365 * 86_400);
-        check(
-            s.idle_ttl <= year && s.max_lifetime <= year && s.idempotency_ttl <= year,
-            "sessions.idle_ttl / max_lifetime / idempotency_ttl: must be at most 365 days",
-        );
-        check(s.idle_ttl >= Duration::from_secs(1), "sessions.idle_ttl: must be at least 1s");
-        check(s.max_lifetime >= Duration::from_secs(1), "sessions.max_lifetime: must be at least 1s");
-        check(s.idempotency_ttl >= Duration::from_secs(1), "sessions.idempotency_ttl: must be at least 1s");
-        check(
-            (1..=100_000).contains(&s.max_idempotency_keys_per_user),
-            "sessions.max_idempotency_keys_per_user: must be between 1 and 100000",
-        );
-        check(
-            s.reaper_interval >= Duration::from_millis(10),
-            "sessions.reaper_interval: must be at least 10ms",
-        );
-        let srv = &self.server;
-        check(srv.max_body_bytes >= 256, "server.max_body_bytes: must be at least 256");
-        check(
-            (1..=1_000_000).contains(&srv.max_connections),
-            "server.max_connections: must be between 1 and 1000000",
-        );
-        check(
-            (1..=1_000_000).contains(&srv.max_in_flight),
-            "server.max_in_flight: must be between 1 and 1000000",
-        );
-        // At most an hour: slots and deadlines are derived from it (twice it
-        // bounds a concurrency slot), and a larger one is no longer a bound.
-        check(
-            srv.request_timeout >= Duration::from_millis(100)
-                && srv.request_timeout <= Duration::from_secs(3600),
-            "server.request_timeout: must be between 100ms and 1h",
-        );
-        check(srv.shutdown_delay <= Duration::from_secs(300), "server.shutdown_delay: must be at most 5m");
-        check(
-            srv.header_read_timeout >= Duration::from_millis(100)
-                && srv.header_read_timeout <= Duration::from_secs(300),
-            "server.header_read_timeout: must be between 100ms and 5m",
-        );
-        check(
-            srv.metrics_listen.is_empty() || srv.metrics_listen.parse::<SocketAddr>().is_ok(),
-            "server.metrics_listen: must be empty or an address like 127.0.0.1:9090",
-        );
-        for origin in &srv.cors_allowed_origins {
-            check(
-                origin.starts_with("http://") || origin.starts_with("https://"),
-                &format!("server.cors_allowed_origins: {origin:?} must start with http:// or https://"),
-            );
-        }
-        check(!self.auth.issuer.is_empty(), "auth.issuer: must not be empty");
-        check(!self.auth.audience.is_empty(), "auth.audience: must not be empty");
-        check(!self.auth.admin_role.is_empty(), "auth.admin_role: must not be empty");
-        check(
-            self.auth.hs256_secret.expose() != "[redacted]",
-            "auth.hs256_secret: is the literal \"[redacted]\" copied from check-config output",
-        );
-        check(
-            self.auth.hs256_secret.is_empty() || self.auth.hs256_secret_file.is_empty(),
-            "auth.hs256_secret: set either hs256_secret or hs256_secret_file, not both",
-        );
-        let a = &self.auth;
-        if !a.jwks_url.is_empty() {
-            check(
-                jwks_url_allowed(&a.jwks_url),
-                "auth.jwks_url: must be an https:// URL (http:// only on a loopback host)",
-            );
-        }
-        // jsonwebtoken computes `now - leeway`: a leeway beyond the epoch overflows.
-        check(a.leeway <= Duration::from_secs(300), "auth.leeway: must be at most 5m");
-        check(a.jwks_refresh >= Duration::from_secs(1), "auth.jwks_refresh: must be at least 1s");
-        check(a.jwks_cooldown <= a.jwks_refresh, "auth.jwks_cooldown: must not exceed auth.jwks_refresh");
-        // Zero would let a failing or `max-age=0` endpoint be fetched in a
-        // loop, and every unknown `kid` fetch it once.
-        check(a.jwks_cooldown >= Duration::from_millis(100), "auth.jwks_cooldown: must be at least 100ms");
-        let mut ids = std::collections::HashSet::new();
-        for (i, k) in a.api_keys.iter().enumerate() {
-            check(
-                is_valid_name(&k.id),
-                &format!(
-                    "auth.api_keys[{i}].id: {:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'",
-                    k.id
-                ),
-            );
-            check(ids.insert(&k.id), &format!("auth.api_keys[{i}].id: {:?} is defined twice", k.id));
-            check(
-                k.sha256.len() == 64
-                    && k.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-                &format!("auth.api_keys[{i}].sha256: must be 64 lower-case hex digits"),
-            );
-        }
-        check(self.agent.timeout >= Duration::from_millis(1), "agent.timeout: must be at least 1ms");
-        if self.agent.kind == AgentKind::Http {
-            check(
-                url::Url::parse(&self.agent.url).is_ok_and(|u| {
-                    matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty()
-                }),
-                "agent.url: must be an http:// or https:// URL (without credentials) when agent.kind = \"http\"",
-            );
-        }
-        let st = &self.store;
-        check(
-            is_valid_name(&st.key_prefix),
-            "store.key_prefix: must be 1-64 characters of a-z, 0-9, '-', '_' or '.'",
-        );
-        check(
-            st.command_timeout >= Duration::from_millis(10) && st.command_timeout <= Duration::from_secs(60),
-            "store.command_timeout: must be between 10ms and 60s",
-        );
-        if st.backend == StoreBackend::Redis {
-            let urls: Vec<&Secret> = if st.redis_cluster_urls.is_empty() {
-                vec![&st.redis_url]
-            } else {
-                st.redis_cluster_urls.iter().collect()
-            };
-            for u in urls {
-                check(
-                    u.expose().starts_with("redis://"),
-                    "store.redis_url / store.redis_cluster_urls: must be redis:// URLs (TLS is not supported)",
-                );
-            }
-        }
-        let rl = &self.rate_limit;
-        check(
-            rl.per_ip.per_second == 0 || rl.per_ip.burst >= 1,
-            "rate_limit.per_ip.burst: must be at least 1 when per_second is set",
-        );
-        // One token every 1/per_second s, in whole nanoseconds: past 10^9 the
-        // period would be zero and the limiter could not be built.
-        check(
-            rl.per_ip.per_second <= 1_000_000_000,
-            "rate_limit.per_ip.per_second: must be at most 1000000000 (0 turns the limit off)",
-        );
-        let mut names = std::collections::HashSet::new();
-        for (i, p) in rl.policies.iter().enumerate() {
-            let key = format!("rate_limit.policies[{i}]");
-            check(
-                is_valid_name(&p.name),
-                &format!("{key}.name: {:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", p.name),
-            );
-            check(names.insert(&p.name), &format!("{key}.name: {:?} is defined twice", p.name));
-            check(p.limit >= 1, &format!("{key}.limit: must be at least 1"));
-            check(p.limit <= MAX_LIMIT, &format!("{key}.limit: must be at most {MAX_LIMIT}"));
-            match (p.kind, p.window) {
-                (PolicyKind::Window, None) => {
-                    check(false, &format!("{key}.window: required for a window policy"))
-                }
-                (PolicyKind::Window, Some(w)) => check(
-                    w >= Duration::from_secs(1) && w.subsec_millis() == 0 && w <= Duration::from_secs(86_400),
-                    &format!("{key}.window: must be whole seconds between 1s and 24h"),
-                ),
-                (PolicyKind::Concurrency, Some(_)) => {
-                    check(false, &format!("{key}.window: a concurrency policy has no window"))
-                }
-                (PolicyKind::Concurrency, None) => {}
-            }
-            for (j, route) in p.routes.iter().enumerate() {
-                check(
-                    parse_route(route).is_some(),
-                    &format!("{key}.routes[{j}]: {route:?} must look like \"POST /v1/sessions\""),
-                );
-            }
-            for (j, o) in p.overrides.iter().enumerate() {
-                check(
-                    o.role.is_some() != o.api_key.is_some(),
-                    &format!("{key}.overrides[{j}]: set exactly one of role or api_key"),
-                );
-                check(o.limit >= 1, &format!("{key}.overrides[{j}].limit: must be at least 1"));
-                check(
-                    o.limit <= MAX_LIMIT,
-                    &format!("{key}.overrides[{j}].limit: must be at most {MAX_LIMIT}"),
-                );
-                if let Some(id) = &o.api_key {
-                    check(
-                        self.auth.api_keys.iter().any(|k| &k.id == id),
-                        &format!("{key}.overrides[{j}].api_key: no auth.api_keys entry has id {id:?}"),
-                    );
-                }
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, ts) in self.tool_sets.iter().enumerate() {
-            check(
-                is_valid_name(&ts.name),
-                &format!(
-                    "tool_sets[{i}].name: {:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'",
-                    ts.name
-                ),
-            );
-            check(seen.insert(&ts.name), &format!("tool_sets[{i}].name: {:?} is defined twice", ts.name));
-        }
-        check(
-            tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_ok(),
-            "telemetry.log_level: not a valid level or filter (e.g. \"info\" or \"sessiongate=debug\")",
-        );
-        if errors.is_empty() { Ok(()) } else { Err(ConfigError(errors)) }
-    }
-
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
@@ -704,20 +497,6 @@ pub fn parse_route(route: &str) -> Option<(&str, &str)> {
     let (method, path) = route.split_once(' ')?;
     let known = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
     (known.contains(&method) && path.starts_with("/v1/") && !path.contains(' ')).then_some((method, path))
-}
-
-/// RFC 8725: keys come from a pinned location, over TLS unless it is this host.
-fn jwks_url_allowed(url: &str) -> bool {
-    match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "https" => u.host().is_some(),
-        Ok(u) if u.scheme() == "http" => match u.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        },
-        _ => false,
-    }
 }
 
 /// Tool-set names appear in URLs, metric labels and Redis keys: keep them tame.
@@ -799,6 +578,7 @@ mod tests {
 
     #[test]
     fn jwks_url_must_be_https_except_on_loopback() {
+        use super::validate::jwks_url_allowed;
         for ok in [
             "https://idp.example.com/.well-known/jwks.json",
             "http://127.0.0.1:9000/jwks",

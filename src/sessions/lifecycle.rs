@@ -27,10 +27,7 @@ pub fn change_time(latest: Millis, now: Millis) -> Millis {
     if latest.saturating_sub(now) > CLOCK_SLACK_MS { now } else { latest.max(now) }
 }
 
-/// A session is live strictly before its expiry instant.
-pub fn is_live(expires_at: Millis, now: Millis) -> bool {
-    expires_at > now
-}
+pub use super::model::is_live;
 
 /// What a create must do given the user's sessions at the moment of the check.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,8 +25,14 @@ pub struct Session {
 
 impl Session {
     pub fn is_live(&self, now: Millis) -> bool {
-        super::lifecycle::is_live(self.expires_at, now)
+        is_live(self.expires_at, now)
     }
+}
+
+/// A session is live strictly before its expiry instant. (Here, with the
+/// record, so that the model needs nothing of `lifecycle`, which builds on it.)
+pub fn is_live(expires_at: Millis, now: Millis) -> bool {
+    expires_at > now
 }
 
 /// Why a session ended. Every end is counted under exactly one of these.
