@@ -19,16 +19,19 @@ const SECRET = "browser-secret-browser-secret-0123456789";
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".map": "application/json", ".json": "application/json" };
 
-/** Serves `/dist/*` (the built package), `/pages/*` and `/.build/*` (the bundled hook page). */
+/** Serves the built package, the test pages, the bundled hook page and the example page. */
 export async function startStatic() {
   const roots = {
     "/dist/": join(PACKAGE_ROOT, "dist"),
     "/pages/": join(here, "pages"),
     "/.build/": join(here, ".build"),
-    "/example/": join(REPO_ROOT, "examples/web"),
+    // The example page, where it imports the package from in the repository.
+    "/examples/web/": join(REPO_ROOT, "examples/web"),
+    "/clients/web/dist/": join(PACKAGE_ROOT, "dist"),
   };
   const server = createServer(async (req, res) => {
-    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    let path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    if (path.endsWith("/")) path += "index.html";
     const prefix = Object.keys(roots).find((p) => path.startsWith(p));
     const file = prefix && normalize(join(roots[prefix], path.slice(prefix.length)));
     if (!file || !file.startsWith(roots[prefix])) return res.writeHead(404).end();

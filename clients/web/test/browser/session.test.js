@@ -228,4 +228,38 @@ describe("in Chromium, cross-origin", () => {
     assert.equal((await server.metric("sessiongate_sessions_created_total")) - created, 1);
     await p.close();
   });
+
+  it("the example page signs in, opens, switches, queries, shows expiry and RateLimit, and shows errors with ids", async () => {
+    const user = "example";
+    const { page: p } = await page("/examples/web/");
+    await p.fill("#base", server.base);
+    await p.fill("#token", server.token(user));
+    await p.click("#signin");
+    await p.waitForFunction(() => document.querySelectorAll("#toolsets option").length === 3);
+    await p.selectOption("#toolsets", "general");
+    await p.click("#open");
+    await p.waitForFunction(() => document.getElementById("session").textContent !== "none");
+    await p.selectOption("#toolsets", "coding");
+    await p.click("#switch");
+    await p.waitForFunction(() => document.getElementById("toolset").textContent === "coding");
+    await p.fill("#input", "hello from the example");
+    await p.click("#query");
+    await p.waitForFunction(() => document.getElementById("output").textContent.startsWith("turn 1 (coding"));
+    assert.match(await p.textContent("#expires"), /in \d+ s/);
+    assert.match(await p.textContent("#ratelimit"), /tool-sets/);
+    const [live] = await server.liveSessions(user);
+    assert.equal(await p.textContent("#session"), live.id);
+    await p.click("#close");
+    await p.waitForFunction(() => document.getElementById("session").textContent === "none");
+    assert.deepEqual(await server.liveSessions(user), []);
+    // A tool set that does not exist: the problem, with its ids, on the page.
+    await p.evaluate(() => document.getElementById("toolsets").append(new Option("nope", "nope")));
+    await p.selectOption("#toolsets", "nope");
+    await p.click("#open");
+    await p.waitForFunction(() => document.getElementById("error").textContent.includes("UNKNOWN_TOOL_SET"));
+    const error = await p.textContent("#error");
+    assert.match(error, /request_id: \S+/);
+    assert.match(error, /trace_id: [0-9a-f]{32}/);
+    await p.close();
+  });
 });
