@@ -117,7 +117,7 @@ describe("idempotency", () => {
     await settle();
     await second.promise;
     assert.notEqual(fake.calls[2].headers.get("idempotency-key"), a);
-    for (const s of [t.value, second.value]) await closeWith(fake, s);
+    for (const s of [t.value, second.value]) forget(s);
   });
 
   it("sends a given key as it is", async () => {
@@ -125,12 +125,12 @@ describe("idempotency", () => {
     const s = await client(fake).open("general", { idempotencyKey: "order-42" });
     assert.equal(fake.calls[0].headers.get("idempotency-key"), "order-42");
     assert.deepEqual(JSON.parse(fake.calls[0].body), { tool_set: "general" });
-    s.markClosed();
+    forget(s);
   });
 });
 
-/** Drops a session the test is done with (no heartbeat timer left behind). */
-async function closeWith(fake, session) {
+/** Drops a session the test is done with: no heartbeat timer left behind. */
+function forget(session) {
   session.markClosed();
 }
 
