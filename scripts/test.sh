@@ -14,8 +14,13 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # promtool and prometheus: the exposition, rules, alerts and dashboards are
 # checked by the real thing.
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
-# node: syntax checks of the k6 scripts in loadtest/ (k6 itself is never installed).
+# node: syntax checks of the k6 scripts in loadtest/ (k6 itself is never
+# installed), and the web client (clients/web) with npm.
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+# Debian's Chromium: the web client's browser tests (Playwright's own browser
+# downloads cannot be had here; playwright-core drives this one).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 # curl and python3 (with venv): the soak, the deploy checks and schemathesis.
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
@@ -62,7 +67,29 @@ if ! "$VENV/bin/python" -c 'import yaml, kubernetes_validate' >/dev/null 2>&1 ||
   python3 -m venv --clear "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check pyyaml kubernetes-validate schemathesis
 fi
+if ! "$VENV/bin/python" -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+  log "installing openapi-spec-validator (PyPI) into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check openapi-spec-validator
+fi
 export PATH="$VENV/bin:$PATH"
+
+# The OpenAPI document the web client is typed from (a cargo test holds it
+# to what `sessiongate openapi` prints) is valid OpenAPI 3.1.
+log "openapi-spec-validator clients/web/openapi.json"
+openapi-spec-validator clients/web/openapi.json
+
+# The web client: its locked dependencies, the build (types generated from
+# the document), unit tests, redocly lint of the document, and the browser
+# tests in Debian's Chromium against the debug binary built above.
+log "clients/web: npm ci, build, unit tests, redocly lint, browser tests"
+(
+  cd clients/web
+  npm ci --no-audit --no-fund
+  npm run build
+  npm test
+  npm run lint:openapi
+  SESSIONGATE_BIN=../../target/debug/sessiongate npm run test:browser
+)
 
 # Deploy artifacts (Docker is not needed: YAML, Kubernetes schemas, compose
 # cross-references, the Dockerfile's needs, configs through check-config).

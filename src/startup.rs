@@ -79,7 +79,7 @@ impl Application {
         events.initialise(&tool_sets.names(), store.backend());
         let names: Vec<String> = tool_sets.names().iter().map(|n| n.to_string()).collect();
         let openapi: Arc<str> = Arc::from(http::openapi::document_json_for(&names));
-        let policies = ratelimit::policies(&config.rate_limit, http::LIMITABLE_ROUTES)?;
+        let policies = ratelimit::policies(&config.rate_limit, http::limitable_routes())?;
         events.initialise_rate_limits(&policies.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
         let limiter = Arc::new(RateLimiter::new(
             policies,
@@ -142,7 +142,7 @@ impl Application {
             service.clone(),
             limiter.clone(),
             events.clone(),
-            http::LIMITABLE_ROUTES,
+            http::limitable_routes(),
             detached.clone(),
         )
         .await?;

@@ -112,21 +112,11 @@ pub struct PerIp {
     pub client_ip: ClientIp,
 }
 
-/// Every `/v1` route as `METHOD /template`: what rate-limit policies may name.
-pub const LIMITABLE_ROUTES: &[&str] = &[
-    "GET /v1/tool-sets",
-    "POST /v1/sessions",
-    "GET /v1/sessions",
-    "GET /v1/sessions/{id}",
-    "PATCH /v1/sessions/{id}",
-    "DELETE /v1/sessions/{id}",
-    "POST /v1/sessions/{id}/heartbeat",
-    "POST /v1/sessions/{id}/queries",
-    "GET /v1/admin/sessions",
-    "DELETE /v1/admin/users/{user}/sessions",
-    "GET /v1/admin/config",
-    "PATCH /v1/admin/config",
-];
+/// Every gated route as `METHOD /template`: what rate-limit policies may
+/// name (from the route table).
+pub fn limitable_routes() -> &'static [&'static str] {
+    routes::limitable_routes()
+}
 
 /// The per-IP layer's configuration, or `None` when it is off.
 pub fn per_ip_config(per_second: u32, burst: u32, trusted: &[ipnet::IpNet]) -> Option<Arc<PerIp>> {
@@ -168,6 +158,11 @@ fn cors(origins: &[String]) -> CorsLayer {
             axum::http::header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("x-request-id"),
+            // W3C trace context: browser tracing (OpenTelemetry-web, Faro)
+            // sends both on every call, and a preflight that refuses them
+            // fails the call itself.
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
         ])
         .expose_headers([
             axum::http::header::LOCATION,
@@ -179,5 +174,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("ratelimit-policy"),
             axum::http::header::WWW_AUTHENTICATE,
         ])
+        // A browser asks once per ten minutes per URL, not before every call
+        // (Chromium caps the cache at two hours, Firefox at a day).
         .max_age(std::time::Duration::from_secs(600))
 }

@@ -27,8 +27,10 @@ pub fn rate_limit_headers(rl: RateLimitHeaders) -> Option<[(HeaderName, HeaderVa
     Some([(HeaderName::from_static("ratelimit-policy"), p), (HeaderName::from_static("ratelimit"), l)])
 }
 
-/// The body of every error response.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// The body of every error response. Its OpenAPI schema is written out
+/// below (`PartialSchema`), since `extensions` holds members that only some
+/// codes carry and the document types each of them.
+#[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     /// A URI naming the problem type; stable per `code`.
     #[serde(rename = "type")]
@@ -46,12 +48,147 @@ pub struct Problem {
     pub suggestion: Option<String>,
     /// Problem-specific members (`errors`, `valid_tool_sets`, `live_session_ids`, …).
     #[serde(flatten)]
-    #[schema(value_type = Object)]
     pub extensions: Map<String, Value>,
+}
+
+/// Every `code` a problem may carry: the document's enum, so generated
+/// clients can switch on it. `Problem::new` refuses (in debug builds, so in
+/// every test) a code missing here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProblemCode {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    MalformedRequest,
+    RequestTimeout,
+    ValidationFailed,
+    UnknownToolSet,
+    PayloadTooLarge,
+    IdempotencyConflict,
+    MaxSessionsExceeded,
+    IdempotencyKeysExceeded,
+    RateLimited,
+    StoreUnavailable,
+    Overloaded,
+    Draining,
+    UpstreamError,
+    UpstreamTimeout,
+    Internal,
+}
+
+impl ProblemCode {
+    pub const ALL: [ProblemCode; 19] = {
+        use ProblemCode::*;
+        [
+            Unauthenticated,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            MalformedRequest,
+            RequestTimeout,
+            ValidationFailed,
+            UnknownToolSet,
+            PayloadTooLarge,
+            IdempotencyConflict,
+            MaxSessionsExceeded,
+            IdempotencyKeysExceeded,
+            RateLimited,
+            StoreUnavailable,
+            Overloaded,
+            Draining,
+            UpstreamError,
+            UpstreamTimeout,
+            Internal,
+        ]
+    };
+
+    pub fn as_str(self) -> &'static str {
+        use ProblemCode::*;
+        match self {
+            Unauthenticated => "UNAUTHENTICATED",
+            Forbidden => "FORBIDDEN",
+            NotFound => "NOT_FOUND",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            MalformedRequest => "MALFORMED_REQUEST",
+            RequestTimeout => "REQUEST_TIMEOUT",
+            ValidationFailed => "VALIDATION_FAILED",
+            UnknownToolSet => "UNKNOWN_TOOL_SET",
+            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
+            MaxSessionsExceeded => "MAX_SESSIONS_EXCEEDED",
+            IdempotencyKeysExceeded => "IDEMPOTENCY_KEYS_EXCEEDED",
+            RateLimited => "RATE_LIMITED",
+            StoreUnavailable => "STORE_UNAVAILABLE",
+            Overloaded => "OVERLOADED",
+            Draining => "DRAINING",
+            UpstreamError => "UPSTREAM_ERROR",
+            UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Internal => "INTERNAL",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+}
+
+impl utoipa::PartialSchema for Problem {
+    /// The members every problem has, then each code's own, typed. Open to
+    /// more members (`additionalProperties` is not closed): a client built
+    /// today keeps working when a code gains one. The auth failure `reason`
+    /// is a string, not an enum: new token checks add reasons.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let schema = json!({
+            "type": "object",
+            "description": "RFC 9457 problem details. Every error answer has this body \
+                            (`Content-Type: application/problem+json`).",
+            "required": ["type", "title", "status", "detail", "code", "request_id"],
+            "properties": {
+                "type": {"type": "string", "description": "A URI naming the problem type; stable per `code`."},
+                "title": {"type": "string", "description": "The HTTP status's reason phrase."},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string", "description": "What went wrong, for a person."},
+                "code": {"$ref": "#/components/schemas/ProblemCode"},
+                "request_id": {"type": "string", "description": "The `X-Request-Id` of this exchange."},
+                "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                    "description": "The W3C trace id of the request (the caller's `traceparent` continued)."},
+                "suggestion": {"type": "string", "description": "How the client can recover, where there is a way."},
+                "reason": {"type": "string",
+                    "description": "`UNAUTHENTICATED`: which check failed (`missing`, `expired`, `bad_signature`, …)."},
+                "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"},
+                    "description": "`VALIDATION_FAILED`: one entry per invalid field."},
+                "valid_tool_sets": {"type": "array", "items": {"type": "string"},
+                    "description": "`UNKNOWN_TOOL_SET`: the configured tool sets."},
+                "live_session_ids": {"type": "array", "items": {"type": "string", "format": "uuid"},
+                    "description": "`MAX_SESSIONS_EXCEEDED`: the caller's live sessions; end or switch one."},
+                "violated_policies": {"type": "array", "items": {"type": "string"},
+                    "description": "`RATE_LIMITED`: the rate-limit policies that refused the request."},
+                "retry_after": {"type": "integer", "minimum": 0,
+                    "description": "`RATE_LIMITED`, `MAX_SESSIONS_EXCEEDED`, `IDEMPOTENCY_KEYS_EXCEEDED`: \
+                                    the `Retry-After` seconds."},
+                "max_idempotency_keys": {"type": "integer", "minimum": 0,
+                    "description": "`IDEMPOTENCY_KEYS_EXCEEDED`: the most unexpired keys a user may hold."}
+            }
+        });
+        serde_json::from_value(schema).expect("the problem schema is a schema")
+    }
+}
+
+impl utoipa::ToSchema for Problem {}
+
+/// One invalid field of a `VALIDATION_FAILED` problem.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field, as a path into the request (`input`, `sessions.max_per_user`).
+    pub field: String,
+    pub message: String,
 }
 
 impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        debug_assert!(ProblemCode::parse(code).is_some(), "{code}: add it to ProblemCode");
         Self {
             type_uri: format!("urn:sessiongate:problem:{}", code.to_ascii_lowercase().replace('_', "-")),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
@@ -101,12 +238,6 @@ pub struct PendingProblem(pub Problem);
 /// The cause of a 5xx, for the envelope's single log line; never sent.
 #[derive(Debug, Clone)]
 pub struct ServerFault(pub Arc<str>);
-
-#[derive(Debug)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -313,5 +444,28 @@ impl IntoResponse for ApiError {
             response.extensions_mut().insert(ServerFault(Arc::from(f)));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_names_itself_as_serde_writes_it() {
+        for code in ProblemCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+            assert_eq!(ProblemCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ProblemCode::parse("NOT_A_CODE"), None);
+    }
+
+    #[test]
+    fn the_problems_made_outside_handlers_have_listed_codes() {
+        for status in 400..600 {
+            let status = StatusCode::from_u16(status).unwrap();
+            let problem = Problem::for_status(status);
+            assert!(ProblemCode::parse(&problem.code).is_some(), "{status}: {}", problem.code);
+        }
     }
 }

@@ -1,9 +1,12 @@
-//! The route table: every route once, as method, template, who may call it
-//! and handler. From it come both axum's router (which extracts the path
-//! parameters and calls the handler) and the envelope's own lookup of a
-//! request's route template and access, made before the router runs (the
-//! template is the `http.route` of spans, metrics and logs, and what
-//! rate-limit policies name).
+//! The route table: every route once, as method, template, who may call it,
+//! handler and the handler's OpenAPI operation. From it come axum's router
+//! (which extracts the path parameters and calls the handler), the
+//! envelope's own lookup of a request's route template and access, made
+//! before the router runs (the template is the `http.route` of spans,
+//! metrics and logs), the routes rate-limit policies may name
+//! (`limitable_routes`), and the paths of the OpenAPI document with the
+//! answers every gated route shares (`openapi`). A new endpoint is a handler
+//! and one row here.
 //!
 //! Why a lookup of our own and not axum's `MatchedPath`: axum knows the
 //! matched route only inside the router, so the envelope and the gate would
@@ -12,11 +15,12 @@
 //! nothing of what the handlers or the gate do.
 
 use super::AppState;
-use super::handlers;
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, on};
+use std::sync::OnceLock;
+use utoipa::openapi::path::{HttpMethod, Operation};
 
 /// Who may call a route; the gate checks it before the router runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,12 +53,26 @@ impl Routes {
     }
 }
 
-/// Both views of the table, built row by row.
+/// One row of the table, as the OpenAPI document and the rate limiter see it.
+pub struct Row {
+    pub method: Method,
+    pub template: &'static str,
+    pub access: Access,
+    /// The handler's `#[utoipa::path]`: its method, path and operation.
+    pub doc: fn() -> (Vec<HttpMethod>, String, Operation),
+}
+
+/// `P`'s part of the document, for a row's `doc`.
+fn doc<P: utoipa::Path>() -> (Vec<HttpMethod>, String, Operation) {
+    (P::methods(), P::path(), P::operation())
+}
+
+/// Every view of the table, built row by row.
 pub struct Table {
     pub router: Router<AppState>,
     pub routes: Routes,
-    /// Every `METHOD /template` row, in order (for `LIMITABLE_ROUTES`' test).
-    pub rows: Vec<(Method, &'static str, Access)>,
+    /// Every row, in order.
+    pub rows: Vec<Row>,
 }
 
 impl Table {
@@ -65,7 +83,14 @@ impl Table {
     /// One method of one path. Panics on a table that contradicts itself
     /// (a path with two accesses, or a template matchit refuses): a bug
     /// found at startup, by every test.
-    fn add<H, T>(mut self, method: Method, template: &'static str, access: Access, handler: H) -> Self
+    fn add<H, T>(
+        mut self,
+        method: Method,
+        template: &'static str,
+        access: Access,
+        handler: H,
+        doc: fn() -> (Vec<HttpMethod>, String, Operation),
+    ) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
@@ -82,7 +107,7 @@ impl Table {
                 .insert(template, RouteInfo { template, access })
                 .unwrap_or_else(|e| panic!("{template}: {e}")),
         }
-        self.rows.push((method, template, access));
+        self.rows.push(Row { method, template, access, doc });
         self
     }
 }
@@ -90,24 +115,51 @@ impl Table {
 /// Every route. `/metrics` only when `serve_metrics` (it may have a
 /// listener of its own).
 pub fn table(serve_metrics: bool) -> Table {
+    use super::handlers::*;
     use Access::{Admin, Authenticated, Open};
     let t = Table::new()
-        .add(Method::GET, "/v1/tool-sets", Authenticated, handlers::list_tool_sets)
-        .add(Method::POST, "/v1/sessions", Authenticated, handlers::create_session)
-        .add(Method::GET, "/v1/sessions", Authenticated, handlers::list_sessions)
-        .add(Method::GET, "/v1/sessions/{id}", Authenticated, handlers::get_session)
-        .add(Method::PATCH, "/v1/sessions/{id}", Authenticated, handlers::migrate_session)
-        .add(Method::DELETE, "/v1/sessions/{id}", Authenticated, handlers::delete_session)
-        .add(Method::POST, "/v1/sessions/{id}/heartbeat", Authenticated, handlers::heartbeat)
-        .add(Method::POST, "/v1/sessions/{id}/queries", Authenticated, handlers::query)
-        .add(Method::GET, "/v1/admin/sessions", Admin, handlers::admin_list_sessions)
-        .add(Method::DELETE, "/v1/admin/users/{user}/sessions", Admin, handlers::admin_revoke_user)
-        .add(Method::GET, "/v1/admin/config", Admin, handlers::admin_get_config)
-        .add(Method::PATCH, "/v1/admin/config", Admin, handlers::admin_patch_config)
-        .add(Method::GET, "/healthz", Open, handlers::healthz)
-        .add(Method::GET, "/readyz", Open, handlers::readyz)
-        .add(Method::GET, "/openapi.json", Open, handlers::openapi);
-    if serve_metrics { t.add(Method::GET, "/metrics", Open, handlers::metrics) } else { t }
+        .add(Method::GET, "/v1/tool-sets", Authenticated, list_tool_sets, doc::<__path_list_tool_sets>)
+        .add(Method::POST, "/v1/sessions", Authenticated, create_session, doc::<__path_create_session>)
+        .add(Method::GET, "/v1/sessions", Authenticated, list_sessions, doc::<__path_list_sessions>)
+        .add(Method::GET, "/v1/sessions/{id}", Authenticated, get_session, doc::<__path_get_session>)
+        .add(
+            Method::PATCH,
+            "/v1/sessions/{id}",
+            Authenticated,
+            migrate_session,
+            doc::<__path_migrate_session>,
+        )
+        .add(Method::DELETE, "/v1/sessions/{id}", Authenticated, delete_session, doc::<__path_delete_session>)
+        .add(Method::POST, "/v1/sessions/{id}/heartbeat", Authenticated, heartbeat, doc::<__path_heartbeat>)
+        .add(Method::POST, "/v1/sessions/{id}/queries", Authenticated, query, doc::<__path_query>)
+        .add(Method::GET, "/v1/admin/sessions", Admin, admin_list_sessions, doc::<__path_admin_list_sessions>)
+        .add(
+            Method::DELETE,
+            "/v1/admin/users/{user}/sessions",
+            Admin,
+            admin_revoke_user,
+            doc::<__path_admin_revoke_user>,
+        )
+        .add(Method::GET, "/v1/admin/config", Admin, admin_get_config, doc::<__path_admin_get_config>)
+        .add(Method::PATCH, "/v1/admin/config", Admin, admin_patch_config, doc::<__path_admin_patch_config>)
+        .add(Method::GET, "/healthz", Open, healthz, doc::<__path_healthz>)
+        .add(Method::GET, "/readyz", Open, readyz, doc::<__path_readyz>)
+        .add(Method::GET, "/openapi.json", Open, openapi, doc::<__path_openapi>);
+    if serve_metrics { t.add(Method::GET, "/metrics", Open, metrics, doc::<__path_metrics>) } else { t }
+}
+
+/// Every gated row as `METHOD /template`: the routes rate-limit policies
+/// may name. Built once per process (the strings live as long as it does).
+pub fn limitable_routes() -> &'static [&'static str] {
+    static ROUTES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        table(true)
+            .rows
+            .iter()
+            .filter(|row| row.access != Access::Open)
+            .map(|row| &*Box::leak(format!("{} {}", row.method, row.template).into_boxed_str()))
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -115,14 +167,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limitable_routes_are_exactly_the_gated_rows() {
-        let gated: Vec<String> = table(true)
-            .rows
-            .iter()
-            .filter(|(_, _, access)| *access != Access::Open)
-            .map(|(method, template, _)| format!("{method} {template}"))
-            .collect();
-        assert_eq!(gated, super::super::LIMITABLE_ROUTES);
+    fn limitable_routes_are_the_gated_rows() {
+        assert_eq!(
+            limitable_routes(),
+            [
+                "GET /v1/tool-sets",
+                "POST /v1/sessions",
+                "GET /v1/sessions",
+                "GET /v1/sessions/{id}",
+                "PATCH /v1/sessions/{id}",
+                "DELETE /v1/sessions/{id}",
+                "POST /v1/sessions/{id}/heartbeat",
+                "POST /v1/sessions/{id}/queries",
+                "GET /v1/admin/sessions",
+                "DELETE /v1/admin/users/{user}/sessions",
+                "GET /v1/admin/config",
+                "PATCH /v1/admin/config",
+            ]
+        );
     }
 
     #[test]

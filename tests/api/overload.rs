@@ -83,3 +83,38 @@ async fn connections_past_max_connections_wait_and_are_served_when_one_closes() 
         tokio::time::timeout(Duration::from_secs(5), second).await.expect("served once the first closed");
     assert!(answer.unwrap().starts_with("HTTP/1.1 200"));
 }
+
+/// A browser can read the refusal: it carries the CORS headers, and
+/// `Retry-After` is exposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_answer_carries_the_cors_headers() {
+    let origin = "https://app.example";
+    let app = Arc::new(
+        spawn_app_with(&format!(
+            "[server]\nmax_in_flight = 1\ncors_allowed_origins = [{origin:?}]\n[agent]\necho_latency = \"1s\""
+        ))
+        .await,
+    );
+    let t = token("browser");
+    let id = app.create_ok(&t, "general").await["id"].as_str().unwrap().to_owned();
+    app.expect_failures();
+    let held = tokio::spawn({
+        let (app, t, id) = (app.clone(), t.clone(), id.clone());
+        async move { app.post(&t, &format!("/v1/sessions/{id}/queries"), json!({"input": "hold"})).await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/sessions/{id}")))
+        .bearer_auth(&t)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["access-control-allow-origin"], origin);
+    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
+    assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED").await;
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+}
