@@ -16,7 +16,9 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::JwkSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock, not std's: tests pause and advance it instead of sleeping.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Largest JWKS body accepted.
@@ -196,6 +198,26 @@ fn max_age(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cooldown_runs_on_tokios_clock() {
+        let events = Arc::new(Events::new(Arc::new(crate::telemetry::metrics::Metrics::new())));
+        let jwks = Jwks::new(
+            "https://idp.test/jwks".into(),
+            Duration::from_secs(300),
+            Duration::from_secs(30),
+            events,
+        );
+        assert!(!jwks.within_cooldown(), "no fetch yet");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        jwks.last_fetch_ms.store(jwks.origin.elapsed().as_millis() as u64, Ordering::Release);
+        assert!(jwks.within_cooldown());
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(jwks.within_cooldown(), "29 s after the fetch");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!jwks.within_cooldown(), "30 s after it");
+    }
+
     use super::*;
 
     #[test]

@@ -268,7 +268,7 @@ pub async fn admin_patch_config(
     Caller(admin): Caller,
     ApiJson(patch): ApiJson<serde_json::Value>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    use crate::runtime::PatchError;
+    use crate::live_config::PatchError;
     match state.runtime.patch(&admin.id, &patch).await {
         Ok(doc) => Ok(Json(doc)),
         Err(PatchError::Invalid(errors)) => Err(ApiError::Validation(

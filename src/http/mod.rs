@@ -56,7 +56,7 @@ pub struct AppParts {
     pub limiter: Arc<RateLimiter>,
     /// The per-IP GCRA; `None` when `rate_limit.per_ip.per_second = 0`.
     pub per_ip: Option<Arc<PerIp>>,
-    pub runtime: Arc<crate::runtime::RuntimeConfig>,
+    pub runtime: Arc<crate::live_config::RuntimeConfig>,
     /// `/openapi.json`, rendered once: it depends only on the configured tool sets.
     pub openapi: Arc<str>,
     /// `server.max_body_bytes` and `server.request_timeout`, applied by the envelope.
