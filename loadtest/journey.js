@@ -1,6 +1,6 @@
-// The frontend journey under many virtual users: open a session, ask a few
-// questions, switch tool set in place, keep it alive, close it; with think
-// time between steps, as people do.
+// The frontend journey under many virtual users: open a session and read it
+// back, ask a few questions, switch tool set in place, keep it alive, close
+// it; with think time between steps, as people do.
 //   k6 run -e SG_SECRET=... -e VUS=200 loadtest/journey.js
 import { check, group, sleep } from 'k6';
 import * as sg from './lib/sessiongate.js';
@@ -17,13 +17,14 @@ export const options = {
       stages: [
         { duration: __ENV.RAMP || '30s', target: VUS },
         { duration: __ENV.HOLD || '2m', target: VUS },
-        { duration: '15s', target: 0 },
+        { duration: __ENV.RAMP_DOWN || '15s', target: 0 },
       ],
       gracefulRampDown: '10s',
     },
   },
   thresholds: {
-    http_req_failed: ['rate<0.01'],
+    // Half the requests failing means the target is down: stop.
+    http_req_failed: ['rate<0.01', { threshold: 'rate<0.5', abortOnFail: true, delayAbortEval: '10s' }],
     checks: ['rate>0.99'],
     'http_req_duration{name:POST /v1/sessions}': ['p(95)<100'],
     'http_req_duration{name:GET /v1/sessions/{id}}': ['p(95)<50'],
@@ -50,8 +51,12 @@ export default function ({ tokens }) {
     }
     check(r, { 'session created': (res) => res.status === 201 });
     id = r.json('id');
+    check(sg.getSession(token, id), { 'session read back': (res) => res.status === 200 && res.json('id') === id });
   });
   if (!id) {
+    // Not created (nor refused with a Retry-After): think before the next
+    // try rather than spin on a failing target.
+    sleep(THINK);
     return;
   }
   sleep(THINK);

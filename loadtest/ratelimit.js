@@ -18,7 +18,9 @@ export const options = {
     bursts: { executor: 'per-vu-iterations', vus: parseInt(__ENV.VUS || '5', 10), iterations: 1, maxDuration: '5m' },
   },
   thresholds: {
-    http_req_failed: ['rate==0'],
+    // 429s are expected (not failures); half the requests failing means the
+    // target is down: stop.
+    http_req_failed: ['rate==0', { threshold: 'rate<0.5', abortOnFail: true, delayAbortEval: '10s' }],
     rate_limited: ['count>0'],
     admitted_after_retry_after: ['count>0'],
     unexpected_status: ['count==0'],

@@ -9,6 +9,8 @@ export const options = {
   iterations: 3,
   thresholds: {
     http_req_failed: ['rate==0'],
+    // The target is down: stop at once.
+    'http_req_failed{name:GET /healthz}': [{ threshold: 'rate==0', abortOnFail: true }],
     checks: ['rate==1'],
     http_req_duration: ['p(95)<200'],
   },

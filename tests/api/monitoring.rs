@@ -1,9 +1,11 @@
-//! What ships for operators, checked by the real tools: the Prometheus config,
-//! recording rules and alerts (`promtool check`, `promtool test rules`), every
-//! alert's runbook and unit tests, every dashboard's structure and metric
-//! names; and end to end, a real Prometheus scraping a real sessiongate on
-//! Redis under a workload: every panel's every query returns data, and killing
-//! Redis raises the store-unavailable alert.
+//! What ships for operators (rendered by the monitoring mixin in `mixin/`),
+//! checked by the real tools: the Prometheus config, recording rules and
+//! alerts (`promtool check`, `promtool test rules`), every alert's runbook and
+//! unit tests, every dashboard's structure and metric names; and end to end, a
+//! real Prometheus scraping two real sessiongates on Redis, labelled as
+//! Kubernetes service discovery labels two namespaces: every panel's every
+//! query returns data, and killing one namespace's Redis pages for that
+//! namespace alone.
 
 use crate::workload::Workload;
 use serde_json::Value;
@@ -31,7 +33,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn promtool_accepts_the_config_and_rules_and_every_rule_test_passes() {
     let said = promtool(&["check", "config", "deploy/prometheus/prometheus.yml"]);
-    assert!(said.contains("SUCCESS: 14 rules found") && said.contains("SUCCESS: 10 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 20 rules found") && said.contains("SUCCESS: 12 rules found"), "{said}");
     let said = promtool(&["test", "rules", "deploy/prometheus/tests/alerts_test.yml"]);
     assert!(said.contains("SUCCESS"), "{said}");
 }
@@ -69,6 +71,8 @@ fn every_alert_has_annotations_a_runbook_and_tests_both_ways() {
         "SessiongateStoreUnavailable",
         "SessiongateRateLimiterStoreErrors",
         "SessiongateAuthFailureSpike",
+        "SessiongateJwksRefreshFailing",
+        "SessiongateRequestsShed",
         "SessiongateSessionCapHitsSurging",
         "SessiongateReaperStalled",
         "SessiongateTargetDown",
@@ -87,8 +91,13 @@ fn every_alert_has_annotations_a_runbook_and_tests_both_ways() {
         for key in ["summary:", "description:", "runbook_url:"] {
             assert!(rule.block.contains(key), "{} has no {key}", rule.name);
         }
-        let runbook = rule.block.lines().find_map(|l| l.trim().strip_prefix("runbook_url: ")).unwrap();
-        let page = std::fs::read_to_string(repo(runbook))
+        // An absolute link (it is followed from a page or Alertmanager), to
+        // the page of deploy/runbooks/ its last segment names.
+        let url = rule.block.lines().find_map(|l| l.trim().strip_prefix("runbook_url: ")).unwrap();
+        assert!(url.starts_with("https://"), "{}: runbook_url {url} is not an absolute link", rule.name);
+        let file = url.rsplit('/').next().unwrap();
+        let runbook = format!("deploy/runbooks/{}.md", file.trim_end_matches(".md"));
+        let page = std::fs::read_to_string(repo(&runbook))
             .unwrap_or_else(|e| panic!("{}: runbook {runbook}: {e}", rule.name));
         assert!(page.starts_with(&format!("# {}", rule.name)), "{runbook} is not {}'s page", rule.name);
         for section in ["## What it means", "## Confirm", "## Act"] {
@@ -281,6 +290,13 @@ fn catalog_names() -> HashSet<String> {
             }
         }
     }
+    // The recording rules of rules.yml (the SLO rows read them).
+    let rules = std::fs::read_to_string(repo("deploy/prometheus/rules.yml")).unwrap();
+    for line in rules.lines() {
+        if let Some(name) = line.trim().strip_prefix("- record: ") {
+            names.insert(name.to_string());
+        }
+    }
     for process in [
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
@@ -313,9 +329,26 @@ fn every_dashboard_is_well_formed_and_reads_only_catalog_metrics() {
         assert!(d["title"].is_string(), "{file}: no title");
         let vars: Vec<&str> =
             d["templating"]["list"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
-        for var in ["datasource", "job", "instance"] {
+        for var in ["datasource", "cluster", "namespace", "job", "instance"] {
             assert!(vars.contains(&var), "{file}: no ${var} variable");
         }
+        assert!(
+            d["panels"].as_array().unwrap().iter().filter(|p| p["type"] == "row").count() >= 2,
+            "{file}: its panels are not in rows"
+        );
+        // Grafana's own annotation (alert state changes), firing alerts
+        // and deploys.
+        let annotations = d["annotations"]["list"].as_array().unwrap();
+        assert!(
+            annotations.iter().any(|a| a["builtIn"] == 1),
+            "{file}: Grafana's built-in annotation is gone"
+        );
+        let exprs: Vec<&str> = annotations.iter().filter_map(|a| a["expr"].as_str()).collect();
+        assert!(exprs.iter().any(|e| e.starts_with("ALERTS{")), "{file}: no annotation of firing alerts");
+        assert!(
+            exprs.iter().any(|e| e.contains("sessiongate_build_info")),
+            "{file}: no annotation of deploys"
+        );
         let mut ids = HashSet::new();
         let all = panels(&d);
         assert!(!all.is_empty(), "{file}: no panels");
@@ -392,14 +425,23 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    /// Scrapes `target` every second and evaluates the shipped rules every second.
-    async fn start(target: &str) -> Prometheus {
+    /// Scrapes each target (with its labels, as Kubernetes service discovery
+    /// would set them) every second, and evaluates the shipped rules every
+    /// second.
+    async fn start(targets: &[(String, &[(&str, &str)])]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut static_configs = String::new();
+        for (target, labels) in targets {
+            static_configs.push_str(&format!("      - targets: [\"{target}\"]\n        labels:\n"));
+            for (name, value) in *labels {
+                static_configs.push_str(&format!("          {name}: \"{value}\"\n"));
+            }
+        }
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {rules}\n  - {alerts}\n\
-             scrape_configs:\n  - job_name: sessiongate\n    static_configs:\n      - targets: [\"{target}\"]\n",
+             scrape_configs:\n  - job_name: sessiongate\n    static_configs:\n{static_configs}",
             rules = repo("deploy/prometheus/rules.yml").display(),
             alerts = repo("deploy/prometheus/alerts.yml").display(),
         );
@@ -447,73 +489,161 @@ impl Prometheus {
         }
     }
 
-    async fn alert_state(&self, name: &str) -> Option<String> {
+    /// The alerts named `name`, pending or firing: their labels and state.
+    async fn alerts(&self, name: &str) -> Vec<Value> {
         let data = self.api("/api/v1/alerts", &[]).await;
         data["alerts"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|a| a["labels"]["alertname"] == name)
-            .map(|a| a["state"].as_str().unwrap().to_string())
+            .filter(|a| a["labels"]["alertname"] == name)
+            .cloned()
+            .collect()
     }
 }
 
-/// A dashboard query as Grafana would send it, for one job and all instances.
-fn as_grafana_sends_it(expr: &str) -> String {
+/// A dashboard query as Grafana would send it, for one job, every cluster,
+/// the namespaces matching `namespace` (one value, or `.*` for All) and all
+/// instances.
+fn as_grafana_sends_it(expr: &str, namespace: &str) -> String {
     expr.replace("$__rate_interval", "15s")
-        .replace("${job}", "sessiongate")
+        .replace("$cluster", ".*")
+        .replace("$namespace", namespace)
         .replace("$job", "sessiongate")
-        .replace("${instance}", ".*")
         .replace("$instance", ".*")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_finds_data_for_every_panel_and_raises_the_store_alert() {
-    let mut wl = Workload::start().await;
-    let prom = Prometheus::start(&wl.app.addr.to_string()).await;
+/// The namespace label of each alert, sorted.
+fn namespaces_of(alerts: &[Value]) -> Vec<String> {
+    let mut out: Vec<String> =
+        alerts.iter().map(|a| a["labels"]["namespace"].as_str().unwrap_or("").to_string()).collect();
+    out.sort();
+    out
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_namespaces_in_one_prometheus_page_apart_and_every_panel_has_data() {
+    // Two environments, labelled as Kubernetes service discovery labels
+    // them: prod stays healthy; staging loses its Redis.
+    let prod = Workload::start().await;
+    let mut staging = Workload::start().await;
+    const PROD: &[(&str, &str)] = &[("cluster", "test-cluster"), ("namespace", "prod")];
+    const STAGING: &[(&str, &str)] = &[("cluster", "test-cluster"), ("namespace", "staging")];
+    let prom =
+        Prometheus::start(&[(prod.app.addr.to_string(), PROD), (staging.app.addr.to_string(), STAGING)])
+            .await;
+
+    staging.round().await;
     // Traffic for long enough that every rate window holds several scrapes.
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(12) {
-        wl.round().await;
+    while started.elapsed() < Duration::from_secs(6) {
+        prod.round().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let up = prom.query("up{job=\"sessiongate\"} == 1").await;
-    assert_eq!(up.len(), 1, "the target is scraped: {up:?}");
+    assert_eq!(up.len(), 2, "both targets are scraped: {up:?}");
+    assert!(prom.alerts("SessiongateAvailabilityBudgetBurn").await.is_empty(), "nothing fails yet");
+    assert!(prom.alerts("SessiongateStoreUnavailable").await.is_empty(), "both Redis are up");
 
+    // Staging's Redis dies: its session requests get 503s while prod goes on.
+    staging.break_the_store().await;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let (burn, store) = loop {
+        prod.round().await;
+        staging.requests_during_the_outage(5).await;
+        let burn: Vec<Value> = prom
+            .alerts("SessiongateAvailabilityBudgetBurn")
+            .await
+            .into_iter()
+            .filter(|a| a["labels"]["severity"] == "page")
+            .collect();
+        let store = prom.alerts("SessiongateStoreUnavailable").await;
+        if !burn.is_empty() && !store.is_empty() {
+            break (burn, store);
+        }
+        assert!(Instant::now() < deadline, "the page never went pending: burn {burn:?}, store {store:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // (Pending: the page fires after its `for`, with these same labels.)
+    for alert in burn.iter().chain(&store) {
+        assert!(matches!(alert["state"].as_str(), Some("pending" | "firing")), "{alert}");
+        assert_eq!(alert["labels"]["cluster"], "test-cluster", "{alert}");
+        assert_eq!(alert["labels"]["job"], "sessiongate", "{alert}");
+        assert!(
+            alert["annotations"]["runbook_url"].as_str().is_some_and(|u| u.starts_with("https://")),
+            "{alert}"
+        );
+    }
+    assert_eq!(namespaces_of(&burn), ["staging"], "only staging pages for its budget: {burn:?}");
+    assert_eq!(namespaces_of(&store), ["staging"], "only staging's store is down: {store:?}");
+    assert!(
+        burn[0]["annotations"]["summary"].as_str().unwrap().contains("test-cluster/staging"),
+        "the page says where: {}",
+        burn[0]["annotations"]["summary"]
+    );
+    // Every alert of any kind that names prod is not about availability or the store.
+    let all = prom.api("/api/v1/alerts", &[]).await;
+    for alert in all["alerts"].as_array().unwrap() {
+        if alert["labels"]["namespace"] == "prod" {
+            let name = alert["labels"]["alertname"].as_str().unwrap();
+            assert!(
+                !["SessiongateAvailabilityBudgetBurn", "SessiongateStoreUnavailable"].contains(&name),
+                "prod is healthy: {alert}"
+            );
+        }
+    }
+    // The SLO rules keep the two apart: staging's 5m ratio is over the
+    // page's threshold, prod's is 0.
+    let ratio = |ns: &str| {
+        format!(
+            "sessiongate:slo_availability_errors:ratio_rate5m{{cluster=\"test-cluster\", namespace=\"{ns}\"}}"
+        )
+    };
+    let value = |v: &Vec<Value>| -> f64 { v[0]["value"][1].as_str().unwrap().parse().unwrap() };
+    assert_eq!(value(&prom.query(&ratio("prod")).await), 0.0);
+    assert!(value(&prom.query(&ratio("staging")).await) > 14.4 * 0.001);
+
+    // Every panel's every query has data, for prod alone (a namespace
+    // chosen) and for every namespace (All).
     let mut empty = Vec::new();
     let mut count = 0;
     for (file, d) in dashboards() {
         for (panel, expr) in queries(&d) {
-            count += 1;
-            let sent = as_grafana_sends_it(&expr);
-            if prom.query(&sent).await.is_empty() {
-                empty.push(format!("{file}: {panel}: {sent}"));
+            for namespace in ["prod", ".*"] {
+                count += 1;
+                let sent = as_grafana_sends_it(&expr, namespace);
+                if prom.query(&sent).await.is_empty() {
+                    empty.push(format!("{file}: {panel}: {sent}"));
+                }
+            }
+        }
+        // The annotations: deploys (every version is new in the first five
+        // minutes) for each namespace, and the alerts, which show staging's
+        // once they fire (here, pending: the same series with alertstate
+        // "pending").
+        for a in d["annotations"]["list"].as_array().unwrap() {
+            let Some(expr) = a["expr"].as_str() else { continue };
+            for namespace in ["prod", "staging"] {
+                let sent = as_grafana_sends_it(expr, namespace)
+                    .replace("alertstate=\"firing\"", "alertstate=~\"pending|firing\"");
+                let found = prom.query(&sent).await;
+                if expr.starts_with("ALERTS") && namespace == "prod" {
+                    assert!(
+                        found.iter().all(|s| ![
+                            "SessiongateAvailabilityBudgetBurn",
+                            "SessiongateStoreUnavailable"
+                        ]
+                        .contains(&s["metric"]["alertname"].as_str().unwrap())),
+                        "{file}: annotation {sent}: {found:?}"
+                    );
+                } else {
+                    assert!(!found.is_empty(), "{file}: annotation {sent} found nothing");
+                }
             }
         }
     }
-    assert!(count >= 30, "only {count} queries in the dashboards");
+    assert!(count >= 60, "only {count} queries in the dashboards");
     assert!(empty.is_empty(), "queries with no data:\n{}", empty.join("\n"));
-
-    // The recording rules have data too.
-    for rule in
-        ["sessiongate:slo_availability_errors:ratio_rate5m", "sessiongate:slo_latency_slow:ratio_rate5m"]
-    {
-        assert!(!prom.query(rule).await.is_empty(), "{rule} has no data");
-    }
-    assert_eq!(prom.alert_state("SessiongateStoreUnavailable").await, None, "Redis is up");
-
-    // Kill Redis: the store alert goes pending (it fires after a minute).
-    wl.break_the_store().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let state = prom.alert_state("SessiongateStoreUnavailable").await;
-        if matches!(state.as_deref(), Some("pending" | "firing")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "SessiongateStoreUnavailable never went pending ({state:?})");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Runbooks name dashboard panels in italics (`**Dashboard** → *Panel*`):

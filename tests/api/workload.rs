@@ -209,8 +209,14 @@ log_level = "warn"
     /// rate limiter failing open, `sessiongate_store_up` 0.
     pub async fn break_the_store(&mut self) {
         self.redis.kill();
+        self.requests_during_the_outage(3).await;
+    }
+
+    /// `n` requests that need the store, after `break_the_store`: each is
+    /// answered 503 STORE_UNAVAILABLE.
+    pub async fn requests_during_the_outage(&self, n: usize) {
         let user = token_with("wl-outage", &[], TOKEN_TTL);
-        for _ in 0..3 {
+        for _ in 0..n {
             let r = self.req(Method::GET, "/v1/sessions").bearer_auth(&user).send().await.unwrap();
             assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE").await;
         }
