@@ -5,10 +5,11 @@
 //! storage backend directly.
 
 pub mod dto;
+pub mod envelope;
 pub mod extract;
+mod gate;
 pub mod handlers;
 pub mod head_deadline;
-pub mod middleware;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -105,7 +106,7 @@ pub type PerIpConfig =
     tower_governor::governor::GovernorConfig<ClientIp, governor::middleware::NoOpMiddleware>;
 
 /// The per-IP limit: governor's keyed GCRA as tower-governor configures it,
-/// checked by `middleware::gate` (not as a layer of its own), and the
+/// checked by the gate (`gate.rs`, not as a layer of its own), and the
 /// client-IP key it is checked under.
 pub struct PerIp {
     pub config: PerIpConfig,
@@ -135,11 +136,11 @@ pub fn per_ip_config(per_second: u32, burst: u32, trusted: &[ipnet::IpNet]) -> O
 /// The whole HTTP service of the main listener: the envelope, the gate and
 /// every route (`routes::table`). `serve_metrics` is false when `/metrics`
 /// has its own listener.
-pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> middleware::App {
+pub fn router(state: AppState, server: &ServerConfig, serve_metrics: bool) -> envelope::App {
     let table = routes::table(serve_metrics);
     let router = table.router.with_state(state.clone());
     let cors = (!server.cors_allowed_origins.is_empty()).then(|| cors(&server.cors_allowed_origins));
-    middleware::App::new(state, table.routes, router, cors)
+    envelope::App::new(state, table.routes, router, cors)
 }
 
 /// The metrics-only router for `server.metrics_listen`.

@@ -126,7 +126,7 @@ pub trait LimiterBackend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// A check waits for a network round trip (Redis): worth overlapping
-    /// with a safe request's own reads (`http::middleware::gated`).
+    /// with a safe request's own reads (`http::gate::gated`).
     fn remote(&self) -> bool {
         false
     }
