@@ -155,15 +155,17 @@ def nginx_t(root: Path, compose_services: list[str]) -> str:
     parsed = crossplane.parse(str(root / "deploy" / "nginx" / "nginx.conf"), comments=False, single=True)
     if parsed["errors"]:
         raise Fail(str(parsed["errors"]))
-    tree = parsed["config"][0]["parsed"]
-    for d in deploy_rules._walk(tree):
+    # Take `resolve` off the lines crossplane places it on (so nginx's line
+    # numbers stay those of the file).
+    lines = (root / "deploy" / "nginx" / "nginx.conf").read_text(encoding="utf-8").split("\n")
+    for d in deploy_rules._walk(parsed["config"][0]["parsed"]):
         if d["directive"] == "upstream":
             for s in d.get("block") or []:
-                if s["directive"] == "server":
-                    s["args"] = [a for a in s["args"] if a != "resolve"]
+                if s["directive"] == "server" and "resolve" in s["args"]:
+                    lines[s["line"] - 1] = lines[s["line"] - 1].replace(" resolve", "", 1)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        (t / "nginx.conf").write_text(crossplane.build(tree) + "\n", encoding="utf-8")
+        (t / "nginx.conf").write_text("\n".join(lines), encoding="utf-8")
         (t / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in compose_services),
                                  encoding="utf-8")
         passwd, group = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
