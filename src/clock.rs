@@ -98,9 +98,9 @@ impl Rfc3339 {
     }
 
     /// `secs` since the epoch (in range: the callers clamp), and a fraction of
-    /// 3 or 6 digits. Two digits per table lookup at fixed places: a quarter
-    /// of a session body's instructions went to its three timestamps when
-    /// each digit was divided out alone.
+    /// 3 or 6 digits. Two digits per table lookup at fixed places, not each
+    /// digit divided out alone (what that saved, as last measured:
+    /// `docs/performance.md#hand-written-fast-paths--ledger`).
     fn new(secs: i64, fraction: u32, digits: usize) -> Self {
         fn pair(buf: &mut [u8; 27], at: usize, v: u32) {
             let i = (v % 100) as usize * 2;

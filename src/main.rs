@@ -2,8 +2,9 @@
 
 use clap::Parser;
 
-/// mimalloc: allocation is a visible share of a request's cost (see the
-/// README's benchmark notes); the library and its tests keep the system allocator.
+/// mimalloc: allocation is a visible share of a request's cost (see
+/// `docs/performance.md#hand-written-fast-paths--ledger`); the library and its tests keep the
+/// system allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

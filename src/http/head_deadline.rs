@@ -7,8 +7,8 @@
 //! tokio's timer that is, per request, an allocation, a clock read, and an
 //! insertion into and removal from tokio's timer wheel under its lock. Here
 //! the allocation and the clock read remain (hyper boxes every sleep and
-//! computes its deadline), the wheel is gone: about 1.2k instructions fewer,
-//! 3% of a request (callgrind, `loadtest/bench.sh`'s request). Each
+//! computes its deadline), the wheel is gone (the gain as last measured:
+//! `docs/performance.md#hand-written-fast-paths--ledger`). Each
 //! connection's timer is ours:
 //!
 //! - A head's sleep, when hyper polls it, writes its deadline and hyper's

@@ -242,7 +242,7 @@ mod tests {
 
     /// The counter against an exact sliding-log limiter fed the same
     /// arrivals: how many each admits, and how far the counter's admissions
-    /// exceed the limit in real sliding windows. Printed for the README
+    /// exceed the limit in real sliding windows. Printed for docs/api.md
     /// (`cargo test --lib report -- --nocapture`).
     #[test]
     fn report_against_an_exact_sliding_log() {

@@ -2,7 +2,7 @@
 //! buckets, in one table.
 //!
 //! Call sites never spell a metric name; they go through `Metrics` or the
-//! domain events. The README's catalog is checked against this table by a test.
+//! domain events. The table in docs/operations.md is checked against this one by a test.
 
 use metrics::Unit;
 

@@ -98,8 +98,8 @@ pub fn writes_access_lines() -> bool {
 
 /// Write the access log line (level INFO, message `request`) straight to the
 /// log writer: the same line, byte for byte, as the `tracing` event with these
-/// fields, without the event's dispatch and field visiting (together about
-/// 3k instructions, a twentieth of a request). The caller checks with
+/// fields, without the event's dispatch and field visiting (which cost more
+/// than the rest of the line: `docs/performance.md#hand-written-fast-paths--ledger`). The caller checks with
 /// `tracing::enabled!` at its own call site that its target logs INFO.
 pub fn access(target: &str, line: &AccessLine<'_>) {
     if let Some((writer, style)) = DIRECT.get() {

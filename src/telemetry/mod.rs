@@ -45,8 +45,8 @@ impl TelemetryGuard {
 /// over `telemetry.log_level`. Must run inside the tokio runtime. A second call
 /// in the same process installs nothing and returns a guard that holds nothing.
 ///
-/// Two choices keep logging off the request's critical path (together 30% of
-/// a request's instructions in the callgrind profile noted in the README):
+/// Two choices keep logging off the request's critical path (what they saved,
+/// as last measured: `docs/performance.md#hand-written-fast-paths--ledger`):
 /// the log layer sees only events — request ids and trace ids come from a
 /// task-local (`trace_context`), not from span fields — and lines are written
 /// by a background thread in batches (`log_writer`; never dropped: a full

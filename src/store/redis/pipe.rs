@@ -2,14 +2,15 @@
 //! every request, commands pipelined on it in the order they were queued and
 //! replies handed back in that order.
 //!
-//! Why not redis-rs's `ConnectionManager` (the Cluster path still uses
-//! redis-rs): counted with callgrind on the benchmark's request, its
-//! multiplexer cost about 11k instructions per command, 5k of them in its
-//! `combine` reply parser, and every command was copied into a message of its
-//! own for a channel to a driver task. Here a command is written straight
-//! into the connection's one output buffer under one lock, with a oneshot
-//! for its reply; one I/O task writes whatever has queued up in one write and
-//! parses the replies by hand (RESP2: the five kinds of reply below).
+//! Why not redis-rs's `ConnectionManager` (the Cluster router, `cluster.rs`,
+//! runs one of these per node): its multiplexer parses replies with its
+//! `combine` parser, and copies every command into a message of its own for
+//! a channel to a driver task (what that cost, as last measured:
+//! `docs/performance.md#hand-written-fast-paths--ledger`). Here a command
+//! is written straight into the connection's one output buffer under one
+//! lock, with a oneshot for its reply; one I/O task writes whatever has
+//! queued up in one write and parses the replies by hand (RESP2: the five
+//! kinds of reply below).
 //!
 //! - Speaks RESP2; sends `AUTH` and `SELECT` from the URL on every connect.
 //! - Connects on the first command and again on the first command after the
