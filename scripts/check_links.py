@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """No dead relative link in the project's Markdown.
 
-Checks README.md, docs/**/*.md and loadtest/*.md (or the files given): every
+Checks README.md, docs/**/*.md, loadtest/*.md, mixin/README.md, deploy/README.md and the runbooks (or the files given): every
 relative link must name a file or directory that exists, and every `#anchor`
 (in the same file or in another Markdown file) a heading of that file, slugged
 as GitHub slugs them. Links to other schemes (https:, mailto:) are not
@@ -19,14 +19,6 @@ from urllib.parse import unquote
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-# Targets written by work not yet merged into this tree. A link to one of them
-# is skipped only while the file is absent; once it exists it is checked like
-# any other (anchors included). Remove an entry once its file has landed.
-PENDING = {
-    "docs/client.md",  # the web client guide (clients/web/)
-    "mixin/README.md",  # the monitoring mixin
-}
-
 FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 # [text](target) and ![alt](target), the target up to whitespace or ')'; an
@@ -38,7 +30,8 @@ CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 
 
 def default_files():
-    files = [os.path.join(ROOT, "README.md")]
+    files = [os.path.join(ROOT, f) for f in ("README.md", "mixin/README.md", "deploy/README.md")]
+    files += [os.path.join(ROOT, "deploy/runbooks", n) for n in sorted(os.listdir(os.path.join(ROOT, "deploy/runbooks")))]
     for folder in ("docs", "loadtest"):
         base = os.path.join(ROOT, folder)
         for dirpath, _, names in os.walk(base):
@@ -127,8 +120,6 @@ def check(path):
         rel = os.path.relpath(dest, ROOT)
         where = f"{os.path.relpath(path, ROOT)}:{number}: {target}"
         if not os.path.exists(dest):
-            if rel in PENDING:
-                continue
             problems.append(f"{where}: no such file {rel}")
             continue
         if anchor:

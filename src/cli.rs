@@ -133,8 +133,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Openapi) => {
-            println!("{}", crate::http::openapi::document_json());
-            Ok(())
+            // `sessiongate openapi | head` closes the pipe early: not an error.
+            use std::io::Write;
+            match writeln!(std::io::stdout().lock(), "{}", crate::http::openapi::document_json()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
         Some(Command::Probe(args)) => {
             let response = crate::net::client(args.timeout)
