@@ -51,86 +51,56 @@ pub struct Problem {
     pub extensions: Map<String, Value>,
 }
 
-/// Every `code` a problem may carry: the document's enum, so generated
-/// clients can switch on it. `Problem::new` refuses (in debug builds, so in
-/// every test) a code missing here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ProblemCode {
-    Unauthenticated,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    MalformedRequest,
-    RequestTimeout,
-    ValidationFailed,
-    UnknownToolSet,
-    PayloadTooLarge,
-    IdempotencyConflict,
-    MaxSessionsExceeded,
-    IdempotencyKeysExceeded,
-    RateLimited,
-    StoreUnavailable,
-    Overloaded,
-    Draining,
-    UpstreamError,
-    UpstreamTimeout,
-    Internal,
+/// The codes, each written once: the enum, `ALL` and `as_str` are made
+/// from this one list.
+macro_rules! problem_codes {
+    ($($code:ident => $text:literal,)*) => {
+        /// Every `code` a problem may carry: the document's enum, so generated
+        /// clients can switch on it. `Problem::new` refuses (in debug builds, so in
+        /// every test) a code missing here.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum ProblemCode {
+            $($code,)*
+        }
+
+        impl ProblemCode {
+            pub const ALL: &[ProblemCode] = &[$(ProblemCode::$code,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$code => $text,)*
+                }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    Unauthenticated => "UNAUTHENTICATED",
+    Forbidden => "FORBIDDEN",
+    NotFound => "NOT_FOUND",
+    MethodNotAllowed => "METHOD_NOT_ALLOWED",
+    MalformedRequest => "MALFORMED_REQUEST",
+    RequestTimeout => "REQUEST_TIMEOUT",
+    ValidationFailed => "VALIDATION_FAILED",
+    UnknownToolSet => "UNKNOWN_TOOL_SET",
+    PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+    IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
+    MaxSessionsExceeded => "MAX_SESSIONS_EXCEEDED",
+    IdempotencyKeysExceeded => "IDEMPOTENCY_KEYS_EXCEEDED",
+    RateLimited => "RATE_LIMITED",
+    StoreUnavailable => "STORE_UNAVAILABLE",
+    Overloaded => "OVERLOADED",
+    Draining => "DRAINING",
+    UpstreamError => "UPSTREAM_ERROR",
+    UpstreamTimeout => "UPSTREAM_TIMEOUT",
+    Internal => "INTERNAL",
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 19] = {
-        use ProblemCode::*;
-        [
-            Unauthenticated,
-            Forbidden,
-            NotFound,
-            MethodNotAllowed,
-            MalformedRequest,
-            RequestTimeout,
-            ValidationFailed,
-            UnknownToolSet,
-            PayloadTooLarge,
-            IdempotencyConflict,
-            MaxSessionsExceeded,
-            IdempotencyKeysExceeded,
-            RateLimited,
-            StoreUnavailable,
-            Overloaded,
-            Draining,
-            UpstreamError,
-            UpstreamTimeout,
-            Internal,
-        ]
-    };
-
-    pub fn as_str(self) -> &'static str {
-        use ProblemCode::*;
-        match self {
-            Unauthenticated => "UNAUTHENTICATED",
-            Forbidden => "FORBIDDEN",
-            NotFound => "NOT_FOUND",
-            MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            MalformedRequest => "MALFORMED_REQUEST",
-            RequestTimeout => "REQUEST_TIMEOUT",
-            ValidationFailed => "VALIDATION_FAILED",
-            UnknownToolSet => "UNKNOWN_TOOL_SET",
-            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
-            MaxSessionsExceeded => "MAX_SESSIONS_EXCEEDED",
-            IdempotencyKeysExceeded => "IDEMPOTENCY_KEYS_EXCEEDED",
-            RateLimited => "RATE_LIMITED",
-            StoreUnavailable => "STORE_UNAVAILABLE",
-            Overloaded => "OVERLOADED",
-            Draining => "DRAINING",
-            UpstreamError => "UPSTREAM_ERROR",
-            UpstreamTimeout => "UPSTREAM_TIMEOUT",
-            Internal => "INTERNAL",
-        }
-    }
-
     pub fn parse(code: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == code)
+        Self::ALL.iter().copied().find(|c| c.as_str() == code)
     }
 }
 
@@ -453,7 +423,7 @@ mod tests {
 
     #[test]
     fn every_code_names_itself_as_serde_writes_it() {
-        for code in ProblemCode::ALL {
+        for &code in ProblemCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
             assert_eq!(ProblemCode::parse(code.as_str()), Some(code));
         }

@@ -393,25 +393,29 @@ impl Inner {
                 candidates.push(seed.clone());
             }
         }
-        let slots = redis::cmd("CLUSTER").arg("SLOTS").to_owned();
+        // Each ask is a task of its own: once the first good answer is in,
+        // the others still run to their end (bounded by `deadline`) rather
+        // than being dropped mid-connect, which would leave their nodes'
+        // connections failing fast for the retry pause.
         let mut asks: FuturesUnordered<_> = candidates
-            .iter()
+            .into_iter()
             .map(|addr| {
-                let slots = &slots;
-                async move {
-                    let node = self.node(addr).map_err(|e| e.to_string())?;
-                    let reply = tokio::time::timeout_at(deadline, node.pipe.request(slots))
+                let inner = self.clone();
+                tokio::spawn(async move {
+                    let node = inner.node(&addr).map_err(|e| e.to_string())?;
+                    let slots = redis::cmd("CLUSTER").arg("SLOTS").to_owned();
+                    let reply = tokio::time::timeout_at(deadline, node.pipe.request(&slots))
                         .await
-                        .map_err(|_| format!("{addr}: no answer within {:?}", self.timeout))?
+                        .map_err(|_| format!("{addr}: no answer within {:?}", inner.timeout))?
                         .and_then(Value::extract_error)
                         .map_err(|e| format!("{addr}: {e}"))?;
-                    parse_slots(&reply, addr).map_err(|e| format!("{addr}: {e}"))
-                }
+                    parse_slots(&reply, &addr).map_err(|e| format!("{addr}: {e}"))
+                })
             })
             .collect();
         let mut failures = Vec::new();
         let ranges = loop {
-            match asks.next().await {
+            match asks.next().await.map(|joined| joined.map_err(|e| e.to_string()).and_then(|r| r)) {
                 Some(Ok(ranges)) if !ranges.is_empty() => break Some(ranges),
                 Some(Ok(_)) => failures.push("a node that serves no slots answered CLUSTER SLOTS".to_owned()),
                 Some(Err(e)) => failures.push(e),
