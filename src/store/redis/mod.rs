@@ -416,7 +416,7 @@ impl SessionStore for RedisStore {
     /// every master answers), and (checked until seen once) every node is
     /// Redis 7.0 or later. On an older one the rate-limit script fails on
     /// `PEXPIRE … GT`, and the limiter would quietly follow
-    /// `rate_limit.on_store_error`: better never to become ready, and say why.
+    /// `rate_limit.on_store_error`: better to report the store down, and say why.
     async fn ping(&self) -> Result<(), StoreError> {
         self.redis.health().await.map_err(failure)?;
         if self.version_ok.load(Ordering::Relaxed) {
