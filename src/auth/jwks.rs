@@ -49,6 +49,9 @@ pub struct Jwks {
     refresh: Duration,
     cooldown: Duration,
     events: Arc<Events>,
+    /// The keys the last good fetch left out (`kid`, reason): each is
+    /// reported once while it stays in the set, not at every refresh.
+    skipped: parking_lot::Mutex<Vec<(Option<String>, &'static str)>>,
 }
 
 impl Jwks {
@@ -64,6 +67,7 @@ impl Jwks {
             refresh,
             cooldown,
             events,
+            skipped: Default::default(),
         }
     }
 
@@ -161,12 +165,20 @@ impl Jwks {
         }
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
         let mut keys = Vec::new();
+        let mut skipped = Vec::new();
         for jwk in &set.keys {
             match VerifyingKey::from_jwk(jwk) {
                 Ok(k) => keys.push(Arc::new(k)),
-                Err(skipped) => self.events.jwks_key_skipped(jwk.common.key_id.as_deref(), &skipped),
+                Err(why) => {
+                    let kid = jwk.common.key_id.clone();
+                    if !self.skipped.lock().contains(&(kid.clone(), why.reason)) {
+                        self.events.jwks_key_skipped(kid.as_deref(), &why);
+                    }
+                    skipped.push((kid, why.reason));
+                }
             }
         }
+        *self.skipped.lock() = skipped;
         if keys.is_empty() {
             // An empty (or wholly unusable) set would lock everyone out: keep the last good keys.
             return Err(format!("no usable keys among {}", set.keys.len()));

@@ -90,7 +90,7 @@ impl VerifyingKey {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let kid = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         let (family, key) = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
-            let bits = rsa_pem_bits(&pem)
+            let bits = rsa_key_bits(&k)
                 .with_context(|| format!("{}: cannot read the RSA key's size", path.display()))?;
             if bits < MIN_RSA_BITS {
                 bail!(
@@ -150,21 +150,26 @@ impl VerifyingKey {
     }
 }
 
-/// The size of an RSA public key in PEM form (SPKI or PKCS#1).
-fn rsa_pem_bits(pem: &[u8]) -> anyhow::Result<usize> {
+/// The size of an RSA key as jsonwebtoken read it from a PEM file (SPKI,
+/// PKCS#1 or a certificate: in each case the PKCS#1 public key's DER).
+fn rsa_key_bits(key: &DecodingKey) -> anyhow::Result<usize> {
+    use jsonwebtoken::DecodingKeyKind;
     use rsa::pkcs1::DecodeRsaPublicKey;
-    use rsa::pkcs8::DecodePublicKey;
     use rsa::traits::PublicKeyParts;
-    let text = std::str::from_utf8(pem)?;
-    let key =
-        rsa::RsaPublicKey::from_public_key_pem(text).or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(text))?;
-    Ok(key.n().bits())
+    match key.kind() {
+        DecodingKeyKind::SecretOrDer(der) => Ok(rsa::RsaPublicKey::from_pkcs1_der(der)?.n().bits()),
+        DecodingKeyKind::RsaModulusExponent { n, .. } => modulus_bits_of(n).context("an empty modulus"),
+    }
 }
 
 /// The bits of a JWK's base64url modulus `n`, leading zeros left out.
 fn modulus_bits(n: &str) -> Option<usize> {
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n.trim_end_matches('=')).ok()?;
+    modulus_bits_of(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n.trim_end_matches('=')).ok()?)
+}
+
+/// The bits of a big-endian modulus, leading zeros left out.
+fn modulus_bits_of(bytes: &[u8]) -> Option<usize> {
     let first = bytes.iter().position(|&b| b != 0)?;
     Some((bytes.len() - first - 1) * 8 + (8 - bytes[first].leading_zeros() as usize))
 }

@@ -225,7 +225,7 @@ pub const CATALOG: &[MetricDef] = &[
         name: JWKS_KEYS_SKIPPED,
         kind: Kind::Counter,
         unit: None,
-        help: "JWKS keys left out when a key set was fetched, by reason (weak_key: RSA under 2048 bits; unsupported).",
+        help: "JWKS keys left out of a fetched key set, by reason (weak_key: RSA under 2048 bits; unsupported); each key once while it stays in the set.",
         labels: &["reason"],
         buckets: &[],
     },

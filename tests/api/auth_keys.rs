@@ -415,7 +415,7 @@ async fn hygiene_vectors_from_pyjwt_verify_as_labelled() {
     server.set(set.keys);
     let url = server.start().await;
     let app = spawn_app_with(&format!(
-        "[auth]\nissuer = {:?}\naudience = {:?}\njwks_url = {url:?}\njwks_cooldown = \"1h\"\njwks_refresh = \"1h\"\n\
+        "[auth]\nissuer = {:?}\naudience = {:?}\njwks_url = {url:?}\njwks_cooldown = \"100ms\"\njwks_refresh = \"1h\"\n\
          max_token_lifetime = \"876000h\"",
         fixtures["issuer"].as_str().unwrap(),
         fixtures["audience"].as_str().unwrap()
@@ -457,6 +457,14 @@ async fn hygiene_vectors_from_pyjwt_verify_as_labelled() {
         new_reasons.len(),
         "each reason has its own error_description: {descriptions:?}"
     );
+    // A refetch (a token naming the skipped key, past the cooldown) finds
+    // the weak key again: it is reported once while it stays in the set.
+    let hits = server.hits();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let weak = fixtures["vectors"].as_array().unwrap().iter().find(|v| v["expect"] == "unknown_kid").unwrap();
+    assert_eq!(status_and_reason(&app, weak["token"].as_str().unwrap()).await.0, StatusCode::UNAUTHORIZED);
+    assert!(server.hits() > hits, "fetched again");
+    assert_eq!(app.metric(skipped).await, Some(1.0), "the same weak key, counted once");
     for reason in new_reasons {
         let series = format!("sessiongate_auth_failures_total{{reason=\"{reason}\"}}");
         assert!(app.metric(&series).await.unwrap() >= 1.0, "{reason} counted");
@@ -529,6 +537,31 @@ async fn an_rsa_pem_key_under_2048_bits_is_refused_at_start_up() {
             .await,
         None
     );
+    // An IdP's signing certificate is a key file too: its key's size counts.
+    for (bits, refused) in [(1024, true), (2048, false)] {
+        let cert = dir.path().join(format!("cert{bits}.pem"));
+        let key = dir.path().join(format!("cert{bits}.key"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            &format!("rsa:{bits}"),
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=idp.test",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ]);
+        let e = build_error(&format!("public_key_files = [{:?}]", cert.to_str().unwrap())).await;
+        assert_eq!(e.is_some(), refused, "a {bits}-bit certificate: {e:?}");
+        if refused {
+            assert!(e.unwrap().contains(&format!("an RSA key of {bits} bits")));
+        }
+    }
 }
 
 #[tokio::test]

@@ -74,8 +74,9 @@ struct Inner {
     first_load: tokio::sync::Mutex<Option<(Instant, String)>>,
     /// The last refresh failed (its failure is logged once per streak).
     refresh_failing: AtomicBool,
-    /// What `sessiongate_store_up` says now.
-    store_up: AtomicBool,
+    /// What `sessiongate_store_up` says now; held while it is worked out
+    /// and changed, so two changes of node state cannot leave it stale.
+    store_up: parking_lot::Mutex<bool>,
     events: Arc<Events>,
 }
 
@@ -119,7 +120,7 @@ impl Cluster {
             last_refresh: Default::default(),
             first_load: Default::default(),
             refresh_failing: AtomicBool::new(false),
-            store_up: AtomicBool::new(true),
+            store_up: parking_lot::Mutex::new(true),
             events,
         };
         // Every seed's connection must be one we can make (RESP2, no TLS).
@@ -150,20 +151,30 @@ impl Cluster {
         drop(topology);
         let mut asking = false;
         let mut loaded = false;
-        for _ in 0..=MAX_REDIRECTS {
+        // Only redirections use up the budget; `TRYAGAIN` is retried until
+        // the deadline.
+        let mut redirects = 0;
+        loop {
             let reply = inner.send(&node, cmd, asking, deadline).await?;
             let Value::ServerError(e) = &reply else {
                 return Ok(reply);
             };
             match e.kind() {
+                Some(ServerErrorKind::Moved | ServerErrorKind::Ask) if redirects == MAX_REDIRECTS => {
+                    return Err(RedisFailure::Cluster(format!(
+                        "more than {MAX_REDIRECTS} redirections for one command"
+                    )));
+                }
                 Some(ServerErrorKind::Moved) => {
                     inner.refresh_soon();
                     node = inner.redirect(e.details())?;
                     asking = false;
+                    redirects += 1;
                 }
                 Some(ServerErrorKind::Ask) => {
                     node = inner.redirect(e.details())?;
                     asking = true;
+                    redirects += 1;
                 }
                 Some(ServerErrorKind::TryAgain) => {
                     tokio::time::sleep_until(deadline.min(Instant::now() + TRYAGAIN_PAUSE)).await;
@@ -186,7 +197,6 @@ impl Cluster {
                 return Err(RedisFailure::Timeout(inner.timeout));
             }
         }
-        Err(RedisFailure::Cluster(format!("more than {MAX_REDIRECTS} redirections for one command")))
     }
 
     /// At start-up: every seed that answers must be a cluster node (a
@@ -350,10 +360,11 @@ impl Inner {
 
     /// Up while every slot has a master and every master answers.
     fn update_store_up(&self, why: Option<&str>) {
+        let mut store_up = self.store_up.lock();
         let topology = self.topology.load();
         let down = topology.masters.iter().find(|m| !m.up.load(Ordering::Acquire));
         let up = !topology.slots.is_empty() && down.is_none() && topology.uncovered().is_none();
-        if self.store_up.swap(up, Ordering::AcqRel) != up {
+        if std::mem::replace(&mut *store_up, up) != up {
             let why = match (down, topology.uncovered()) {
                 (Some(node), _) => format!("{}: {}", node.addr, why.unwrap_or("unreachable")),
                 (None, Some(slots)) => format!("slots {slots} are served by no node"),
@@ -369,14 +380,21 @@ impl Inner {
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let inner = self.clone();
+        /// Lets the next refresh be scheduled however this one ends.
+        struct Done(Arc<Inner>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.refreshing.store(false, Ordering::Release);
+            }
+        }
+        let done = Done(self.clone());
         tokio::spawn(async move {
+            let inner = &done.0;
             let last = *inner.last_refresh.lock();
             if let Some(last) = last {
                 tokio::time::sleep_until(last + REFRESH_GAP).await;
             }
             let _ = inner.refresh(Instant::now() + inner.timeout).await;
-            inner.refreshing.store(false, Ordering::Release);
         });
     }
 
