@@ -56,10 +56,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "MALFORMED_REQUEST: the body is not JSON of this shape, or the Idempotency-Key is malformed"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "IDEMPOTENCY_CONFLICT"),
-        (status = 413, body = Problem, content_type = "application/problem+json",
-            description = "PAYLOAD_TOO_LARGE: the body exceeds `server.max_body_bytes`"),
-        (status = 415, body = Problem, content_type = "application/problem+json",
-            description = "MALFORMED_REQUEST: the body is not `application/json`"),
         (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED or UNKNOWN_TOOL_SET"),
         (status = 429, body = Problem, content_type = "application/problem+json", description = "MAX_SESSIONS_EXCEEDED (`live_session_ids` lists the caller's sessions; not worth retrying \
                            before one ends), IDEMPOTENCY_KEYS_EXCEEDED or RATE_LIMITED")))]
@@ -125,10 +121,6 @@ pub async fn get_session(
             description = "MALFORMED_REQUEST: the id is not a UUID, or the body is not JSON of this shape"),
         (status = 404, body = Problem, content_type = "application/problem+json",
             description = "NOT_FOUND: no live session of the caller has this id"),
-        (status = 413, body = Problem, content_type = "application/problem+json",
-            description = "PAYLOAD_TOO_LARGE: the body exceeds `server.max_body_bytes`"),
-        (status = 415, body = Problem, content_type = "application/problem+json",
-            description = "MALFORMED_REQUEST: the body is not `application/json`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
             description = "VALIDATION_FAILED, or UNKNOWN_TOOL_SET (`valid_tool_sets` lists the configured ones)")))]
 pub async fn migrate_session(
@@ -167,10 +159,6 @@ pub async fn heartbeat(
             description = "MALFORMED_REQUEST: the id is not a UUID, or the body is not JSON of this shape"),
         (status = 404, body = Problem, content_type = "application/problem+json",
             description = "NOT_FOUND: no live session of the caller has this id"),
-        (status = 413, body = Problem, content_type = "application/problem+json",
-            description = "PAYLOAD_TOO_LARGE: the body exceeds `server.max_body_bytes`"),
-        (status = 415, body = Problem, content_type = "application/problem+json",
-            description = "MALFORMED_REQUEST: the body is not `application/json`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
             description = "VALIDATION_FAILED: the input is blank"),
         (status = 502, body = Problem, content_type = "application/problem+json", description = "UPSTREAM_ERROR"),

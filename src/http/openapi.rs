@@ -101,12 +101,19 @@ fn operation(row: &Row) -> (&'static str, Value) {
     let annotated: Vec<&str> = methods.iter().map(http_method_name).collect();
     assert_eq!(annotated, [method], "the annotation of {} {} names another method", row.method, row.template);
     let mut operation = serde_json::to_value(operation).expect("an operation is JSON");
+    let has_body = operation.get("requestBody").is_some();
     let responses = operation["responses"].as_object_mut().expect("every operation has responses");
     let gated = row.access != Access::Open;
     for response in responses.values_mut() {
         let headers =
             response.as_object_mut().expect("a response object").entry("headers").or_insert(json!({}));
         headers["X-Request-Id"] = reference("headers", "X-Request-Id");
+    }
+    // Every body meets the envelope's limit and the JSON extractor: the same
+    // two answers (shared responses: they carry `X-Request-Id` already) wherever there is a body (a route's own words kept).
+    if has_body {
+        responses.entry("413").or_insert_with(|| reference("responses", "PayloadTooLarge"));
+        responses.entry("415").or_insert_with(|| reference("responses", "UnsupportedMediaType"));
     }
     if gated {
         // An admitted request's answer reports the quota it spent.
@@ -227,6 +234,8 @@ fn shared_components(value: &mut Value) {
                  wait `Retry-After` seconds",
                 &["Retry-After", "RateLimit", "RateLimit-Policy"],
             ),
+            "PayloadTooLarge": problem("PAYLOAD_TOO_LARGE: the body exceeds `server.max_body_bytes`", &[]),
+            "UnsupportedMediaType": problem("MALFORMED_REQUEST: the body is not `application/json`", &[]),
             "Unavailable": problem(
                 "STORE_UNAVAILABLE (storage unreachable) or OVERLOADED (too many requests in flight); \
                  retry after `Retry-After` seconds",
