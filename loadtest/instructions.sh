@@ -18,17 +18,24 @@
 # (its own threads, the runtime, the allocator, libc).
 # The Redis stack's row is followed by redis-server's own count for the same
 # requests (its two commands: the rate-limit script and the session's HMGET).
-# Usage: [N=2000] [WARM=300] [CACHE=1] [KEEP=dir] loadtest/instructions.sh
-# (KEEP: copy the callgrind outputs there, for callgrind_annotate.)
+# Usage: [N=2000] [WARM=300] [CACHE=1] [KEEP=dir] [STACKS="bare memory redis"] loadtest/instructions.sh
+# (KEEP: copy the callgrind outputs there, for callgrind_annotate; STACKS:
+# which servers to count, e.g. `memory` alone for an A/B of a change that
+# touches only sessiongate's own request path, as loadtest/ab.sh does.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
 WARM=${WARM:-300}
+STACKS=" ${STACKS:-bare memory redis} "
 SECRET=bench-secret-bench-secret-bench-secret-0123
 for cmd in valgrind callgrind_control callgrind_annotate redis-server redis-cli curl python3; do
   command -v $cmd >/dev/null || { echo "missing $cmd (apt-get install valgrind redis-server redis-tools curl python3)"; exit 1; }
 done
-cargo build --release --quiet --bin sessiongate --example bare_axum
+if [[ $STACKS == *" bare "* ]]; then
+  cargo build --release --quiet --bin sessiongate --example bare_axum
+else
+  cargo build --release --quiet --bin sessiongate
+fi
 T=${CARGO_TARGET_DIR:-target}
 BIN=$T/release/sessiongate
 OUT=$(mktemp -d)
@@ -128,19 +135,21 @@ LIMITS=(SESSIONGATE__RATE_LIMIT__PER_IP='{per_second=1000000,burst=1000000}'
 # redis-server under callgrind as well: its instructions per request are the
 # share of the one Redis that every replica's requests queue for.
 rp=$(free_port); mkdir "$OUT/redis"
+if [[ $STACKS == *" redis "* ]]; then
 ropts=(valgrind --tool=callgrind --callgrind-out-file="$OUT/redis-server.out")
 [ "${CACHE:-0}" = 1 ] && ropts+=(--cache-sim=yes)
 "${ropts[@]}" "$(command -v redis-server)" --port "$rp" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$OUT/redis" >/dev/null 2>&1 & REDIS_PID=$!; PIDS+=($REDIS_PID)
 for _ in $(seq 100); do redis-cli -p "$rp" ping >/dev/null 2>&1 && break; sleep 0.2; done
+fi
 
 SG_ENV=(env -i PATH="$PATH" SESSIONGATE__AUTH__HS256_SECRET=$SECRET SESSIONGATE__TELEMETRY__LOG_LEVEL=info)
 RESULTS=$OUT/results
-p=$(free_port); count bare "$p" /v1/sessions/0190f7d2-0000-7000-8000-000000000000 "" -- \
+[[ $STACKS == *" bare "* ]] && p=$(free_port) && count bare "$p" /v1/sessions/0190f7d2-0000-7000-8000-000000000000 "" -- \
   VALGRIND $T/release/examples/bare_axum 127.0.0.1:$p >>"$RESULTS"
-p=$(free_port); count memory "$p" - "$AUTH" -- \
+[[ $STACKS == *" memory "* ]] && p=$(free_port) && count memory "$p" - "$AUTH" -- \
   "${SG_ENV[@]}" SESSIONGATE__SERVER__LISTEN=127.0.0.1:$p "${LIMITS[@]}" VALGRIND $BIN >>"$RESULTS"
-p=$(free_port); count redis "$p" - "$AUTH" -- \
+[[ $STACKS == *" redis "* ]] && p=$(free_port) && count redis "$p" - "$AUTH" -- \
   "${SG_ENV[@]}" SESSIONGATE__SERVER__LISTEN=127.0.0.1:$p "${LIMITS[@]}" SESSIONGATE__STORE__BACKEND=redis \
   SESSIONGATE__STORE__REDIS_URL=redis://127.0.0.1:$rp VALGRIND $BIN >>"$RESULTS"
 
@@ -149,10 +158,14 @@ echo "GET /v1/sessions/{id}: instructions per request ($N requests after $WARM, 
 python3 - "$RESULTS" <<'PY'
 import sys
 rows = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[1]) if l.strip()}
-cache = len(rows["bare"]) > 1
+cache = any(len(v) > 1 for v in rows.values())
+bare = rows.get("bare", [0])[0]
 print(f"{'stack':<12} {'instr/req':>10} {'vs bare':>8}" + (f" {'I1 miss':>8} {'D1r miss':>8} {'D1w miss':>8}" if cache else ""))
 for name in ("bare", "memory", "redis", "redis-server"):
+    if name not in rows:
+        continue
     v = rows[name]
     extra = "".join(f" {x:8.0f}" for x in v[1:]) if cache else ""
-    print(f"{name:<12} {v[0]:>10.0f} {v[0] / rows['bare'][0]:>8.3f}{extra}")
+    ratio = f"{v[0] / bare:>8.3f}" if bare else f"{'-':>8}"
+    print(f"{name:<12} {v[0]:>10.0f} {ratio}{extra}")
 PY
