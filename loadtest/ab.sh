@@ -61,7 +61,7 @@ trap cleanup EXIT
 # measure NAME STACKS: instructions.sh in the checkout; rows into $OUT/NAME.
 measure() {
   echo "== $1 ($2)" >&2
-  (cd "$WT" && STACKS="$2" loadtest/instructions.sh) | tee /dev/stderr \
+  (cd "$WT" && STACKS="$2" loadtest/instructions.sh) | tee -a /dev/stderr \
     | awk '$1 ~ /^(memory|redis|redis-server)$/ { print $1, $2 }' >"$OUT/$1"
   cp "$CARGO_TARGET_DIR/release/sessiongate" "$OUT/$1.bin"
 }
