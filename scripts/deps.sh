@@ -7,11 +7,14 @@
 #
 #   scripts/deps.sh          # a Markdown table
 #   scripts/deps.sh --tsv    # tab-separated, for scripts
+#   scripts/deps.sh --check  # every crate in Cargo.lock and every package
+#                            # in clients/web/package-lock.json under a
+#                            # permissive licence (the test command runs it)
 #
 # The tree below them: cargo tree -e normal --depth 1 (or --depth 2, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:---markdown}" in --markdown | --tsv) ;; *) echo "usage: $0 [--markdown|--tsv]" >&2; exit 2 ;; esac
+case "${1:---markdown}" in --markdown | --tsv | --check) ;; *) echo "usage: $0 [--markdown|--tsv|--check]" >&2; exit 2 ;; esac
 metadata=$(mktemp)
 trap 'rm -f "$metadata"' EXIT
 cargo metadata --format-version 1 --locked --offline >"$metadata" 2>/dev/null ||
@@ -21,6 +24,71 @@ import json, sys
 
 meta = json.load(open(sys.argv[1]))
 fmt = sys.argv[2]
+
+# Permissive licences (SPDX ids): what the product may depend on. Unicode-3.0
+# (ICU4X, under url), Zlib, BSL-1.0, CDLA-Permissive-2.0 (a root
+# certificate list), CC0-1.0 and Python-2.0 (PSF) are permissive as well.
+PERMISSIVE = {
+    "MIT", "MIT-0", "Apache-2.0", "Apache-2.0 WITH LLVM-exception", "BSD-1-Clause", "BSD-2-Clause",
+    "BSD-3-Clause", "0BSD", "ISC", "MPL-2.0", "Zlib", "BSL-1.0", "Unicode-3.0", "Unlicense",
+    "CC0-1.0", "CDLA-Permissive-2.0", "Python-2.0",
+}
+
+
+def permissive(expr):
+    """Whether an SPDX expression ('A OR B', 'A AND (B OR C)', 'A/B') allows
+    a permissive use: one side of an OR, both sides of an AND."""
+    tokens = expr.replace("(", " ( ").replace(")", " ) ").replace("/", " OR ").split()
+    pos = 0
+
+    def term():
+        nonlocal pos
+        if tokens[pos] == "(":
+            pos += 1
+            ok = either()
+            pos += 1  # ")"
+            return ok
+        name = tokens[pos]
+        pos += 1
+        if pos < len(tokens) and tokens[pos] == "WITH":
+            name += " WITH " + tokens[pos + 1]
+            pos += 2
+        return name in PERMISSIVE
+
+    def both():
+        nonlocal pos
+        ok = term()
+        while pos < len(tokens) and tokens[pos] == "AND":
+            pos += 1
+            ok = term() and ok
+        return ok
+
+    def either():
+        nonlocal pos
+        ok = both()
+        while pos < len(tokens) and tokens[pos] == "OR":
+            pos += 1
+            ok = both() or ok
+        return ok
+
+    try:
+        return either() and pos == len(tokens)
+    except IndexError:
+        return False
+
+
+if fmt == "--check":
+    bad = [(p["name"], p["version"], p.get("license") or "no licence field") for p in meta["packages"]
+           if not permissive(p.get("license") or "")]
+    lock = json.load(open("clients/web/package-lock.json"))
+    npm = [(path.split("node_modules/")[-1], v.get("version", "?"), v.get("license") or "no licence field")
+           for path, v in lock["packages"].items() if path and not permissive(v.get("license") or "")]
+    for name, version, lic in bad + npm:
+        print(f"not a permissive licence: {name} {version}: {lic}")
+    crates = len(meta["packages"])
+    packages = sum(1 for path in lock["packages"] if path)
+    print(f"licences: {crates} crates and {packages} npm packages checked, {len(bad) + len(npm)} not permissive")
+    sys.exit(1 if bad or npm else 0)
 packages = {p["id"]: p for p in meta["packages"]}
 root = meta["resolve"]["root"]
 node = next(n for n in meta["resolve"]["nodes"] if n["id"] == root)

@@ -44,12 +44,14 @@ for component in rustfmt clippy; do
 done
 
 # The docs: no dead relative link (files and #anchors, GitHub's slugs) in
-# README.md, docs/ and loadtest/; the dependency list comes from cargo metadata.
+# README.md, docs/ and loadtest/; the dependency list comes from cargo metadata,
+# and every crate and npm package locked is under a permissive licence.
 log "scripts/check_links.py"
 python3 scripts/check_links.py --self-test
 python3 scripts/check_links.py
 log "scripts/deps.sh"
 ./scripts/deps.sh --tsv >/dev/null
+./scripts/deps.sh --check
 
 log "cargo fmt --check"
 cargo fmt --all --check
