@@ -9,7 +9,6 @@ pub mod envelope;
 pub mod extract;
 mod gate;
 pub mod handlers;
-pub mod head_deadline;
 pub mod openapi;
 pub mod problem;
 pub mod routes;

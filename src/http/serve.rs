@@ -4,8 +4,10 @@
 //! connection open forever; with it, hyper closes such a connection after
 //! `header_read_timeout`.
 //!
-//! The deadline is hyper's own header-read timeout, driven by a timer of ours
-//! that costs a request no tokio timer (`head_deadline`). It runs from the
+//! The deadline is hyper's own header-read timeout, on tokio's timer
+//! (`hyper_util::rt::TokioTimer`: a tokio sleep for each request head; a
+//! timer of our own saved about 1% of a request, as last measured:
+//! `docs/performance.md#hand-written-fast-paths--ledger`). It runs from the
 //! moment a connection is served, so a client that connects and sends
 //! nothing is closed too: the connection is hyper's HTTP/1 server itself,
 //! not hyper-util's auto-detecting one, which first waits for bytes to tell
@@ -26,8 +28,9 @@ use axum::extract::ConnectInfo;
 use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +62,6 @@ pub async fn serve<S>(
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (all_closed, connection) = tokio::sync::watch::channel(());
     let ConnectionLimits { header_read_timeout, max_connections } = limits;
-    let deadlines = super::head_deadline::HeadDeadlines::start(header_read_timeout);
     let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let slot = tokio::select! {
@@ -79,20 +81,23 @@ pub async fn serve<S>(
             _ = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        // Set once hyper has read the connection's first request head (it
+        // calls the service at once): until then nothing is owed (below).
+        let asked = std::sync::Arc::new(AtomicBool::new(false));
+        let seen = asked.clone();
         let service = app.clone().map_request(move |req: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
-        let (stop, abort, connection, timer) =
-            (stop.clone(), abort.clone(), connection.clone(), deadlines.connection());
-        let head = timer.watch();
+        let (stop, abort, connection) = (stop.clone(), abort.clone(), connection.clone());
         tokio::spawn(async move {
             // Owns the connection, and with it the request in flight: when
             // `abort` wins, both are dropped before `connection` says so.
             let served = async move {
                 let conn = http1::Builder::new()
-                    .timer(timer)
+                    .timer(TokioTimer::new())
                     .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                     .with_upgrades();
@@ -105,7 +110,7 @@ pub async fn serve<S>(
                         // connection still waiting for its first request (sent
                         // nothing, or half a head) it would keep up to
                         // `header_read_timeout`. Nothing is owed there: closed now.
-                        if !head.awaiting_first_request() {
+                        if asked.load(Ordering::Relaxed) {
                             conn.as_mut().graceful_shutdown();
                             let _ = conn.as_mut().await;
                         }
