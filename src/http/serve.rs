@@ -6,7 +6,7 @@
 //!
 //! The deadline is hyper's own header-read timeout, on tokio's timer
 //! (`hyper_util::rt::TokioTimer`: a tokio sleep for each request head; a
-//! timer of our own saved about 1% of a request, as last measured:
+//! timer of our own saved too little to keep, as last measured:
 //! `docs/performance.md#hand-written-fast-paths--ledger`). It runs from the
 //! moment a connection is served, so a client that connects and sends
 //! nothing is closed too: the connection is hyper's HTTP/1 server itself,
