@@ -20,7 +20,9 @@
 # from /proc) per request, median of the rounds with its range.
 #
 # Usage: [N=1000] [WARM=300] loadtest/ab.sh [loadtest/ab/NAME.patch ...]
-# (default: every patch there). Needs what instructions.sh needs. Builds
+# (default: every patch there, about an hour for all of them on two
+# cores; several in one call share the first count). Needs what
+# instructions.sh needs, and wrk for a timed patch. Builds
 # once per patch (release, fat LTO: minutes each on two cores) in
 # target/ab/, and measures the working tree as it is, uncommitted changes
 # included (untracked files are not).
