@@ -55,21 +55,17 @@ def permissive(expr):
             pos += 2
         return name in PERMISSIVE
 
-    def both():
+    def joined(op, operand, combine):
+        """operand (op operand)*, every operand read (no short cut)."""
         nonlocal pos
-        ok = term()
-        while pos < len(tokens) and tokens[pos] == "AND":
+        ok = operand()
+        while pos < len(tokens) and tokens[pos] == op:
             pos += 1
-            ok = term() and ok
+            ok = combine(operand(), ok)
         return ok
 
     def either():
-        nonlocal pos
-        ok = both()
-        while pos < len(tokens) and tokens[pos] == "OR":
-            pos += 1
-            ok = both() or ok
-        return ok
+        return joined("OR", lambda: joined("AND", term, lambda a, b: a and b), lambda a, b: a or b)
 
     try:
         return either() and pos == len(tokens)

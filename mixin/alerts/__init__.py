@@ -85,48 +85,40 @@ def slo_alerts(c: Config) -> list[dict]:
     l_pct = number(c.slo.latency_budget * 100)
     ms = number(c.slo.latency_threshold_seconds * 1000)
     period = c.slo.period_words
+    # (name, its recording rule, budget, what a burn is, the description's
+    # end when fast, when slow)
+    objectives = [
+        (
+            "availability", availability_record, a_budget,
+            "{{ $value | humanizePercentage }} of /v1 requests of " + at + " are answered with a 5xx",
+            f"; at this rate the error budget of {period} ({a_pct}%) is gone within days.",
+            f", above the {a_pct}% the objective allows over {period}.",
+        ),
+        (
+            "latency", latency_record, l_budget,
+            "{{ $value | humanizePercentage }} of /v1 requests (agent queries excepted) of " + at
+            + f" take longer than {ms} ms",
+            f"; the objective allows {l_pct}%.",
+            f", above the {l_pct}% the objective allows.",
+        ),
+    ]
     out = []
-    for severity, for_, windows in BURNS:
-        fast = severity == "page"
-        out.append(
-            _rule(
-                "SessiongateAvailabilityBudgetBurn",
-                _burn_expr(availability_record, a_budget, windows, c),
-                for_,
-                severity,
-                f"{at} is {'burning' if fast else 'slowly burning'} its availability error budget"
-                + (" fast" if fast else ""),
-                "{{ $value | humanizePercentage }} of /v1 requests of " + at + " are answered with a 5xx"
-                + (
-                    f"; at this rate the error budget of {period} ({a_pct}%) is gone within days."
-                    if fast
-                    else f", above the {a_pct}% the objective allows over {period}."
-                ),
-                "availability-budget-burn",
-                c,
+    for name, record, budget, what, fast_end, slow_end in objectives:
+        for severity, for_, windows in BURNS:
+            fast = severity == "page"
+            out.append(
+                _rule(
+                    f"Sessiongate{name.capitalize()}BudgetBurn",
+                    _burn_expr(record, budget, windows, c),
+                    for_,
+                    severity,
+                    f"{at} is {'burning' if fast else 'slowly burning'} its {name} error budget"
+                    + (" fast" if fast else ""),
+                    what + (fast_end if fast else slow_end),
+                    f"{name}-budget-burn",
+                    c,
+                )
             )
-        )
-    for severity, for_, windows in BURNS:
-        fast = severity == "page"
-        out.append(
-            _rule(
-                "SessiongateLatencyBudgetBurn",
-                _burn_expr(latency_record, l_budget, windows, c),
-                for_,
-                severity,
-                f"{at} is {'burning' if fast else 'slowly burning'} its latency error budget"
-                + (" fast" if fast else ""),
-                "{{ $value | humanizePercentage }} of /v1 requests (agent queries excepted) of " + at
-                + f" take longer than {ms} ms"
-                + (
-                    f"; the objective allows {l_pct}%."
-                    if fast
-                    else f", above the {l_pct}% the objective allows."
-                ),
-                "latency-budget-burn",
-                c,
-            )
-        )
     return out
 
 

@@ -208,29 +208,22 @@ def items(c: Config) -> list:
                     ],
                     alerts=(LATENCY,),
                 ),
-                timeseries(
-                    "Latency p50 by route",
-                    "Median request latency per route template. A rising median means every request is "
-                    "slower (store or CPU trouble).",
-                    "s",
-                    [Q(quantile("0.5", "http_route"), "{{http_route}}")],
-                    legend_table=True,
-                ),
-                timeseries(
-                    "Latency p95 by route",
-                    "95th percentile latency per route template. Queries include the agent call, so they "
-                    "are naturally slower than session CRUD.",
-                    "s",
-                    [Q(quantile("0.95", "http_route"), "{{http_route}}")],
-                    legend_table=True,
-                ),
-                timeseries(
-                    "Latency p99 by route",
-                    "99th percentile latency per route template. Spikes on session routes usually come "
-                    "from a slow store; on queries from the agent.",
-                    "s",
-                    [Q(quantile("0.99", "http_route"), "{{http_route}}")],
-                    legend_table=True,
+                *(
+                    timeseries(
+                        f"Latency {name} by route",
+                        description,
+                        "s",
+                        [Q(quantile(q, "http_route"), "{{http_route}}")],
+                        legend_table=True,
+                    )
+                    for name, q, description in [
+                        ("p50", "0.5", "Median request latency per route template. A rising median means "
+                         "every request is slower (store or CPU trouble)."),
+                        ("p95", "0.95", "95th percentile latency per route template. Queries include the "
+                         "agent call, so they are naturally slower than session CRUD."),
+                        ("p99", "0.99", "99th percentile latency per route template. Spikes on session "
+                         "routes usually come from a slow store; on queries from the agent."),
+                    ]
                 ),
             ],
         ),
