@@ -746,8 +746,10 @@ mod tests {
                 // Cut anywhere: the replies before the cut, then "not yet".
                 let cut = cut.index(buf.len());
                 let mut pos = 0;
-                while parse(&buf[..cut], &mut pos, 0).unwrap().is_some() {
+                let mut whole = frames.iter();
+                while let Some(value) = parse(&buf[..cut], &mut pos, 0).unwrap() {
                     prop_assert!(pos <= cut);
+                    prop_assert_eq!(Some(value), whole.next().map(expected));
                 }
             }
         }
